@@ -1,0 +1,71 @@
+"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lab_command(extra: list[str]) -> list[str]:
+    """The JupyterLab command line that `make lab` runs: the course folder, 127.0.0.1, notebook 00 first."""
+    return [
+        sys.executable, "-m", "jupyter", "lab",
+        f"--ServerApp.root_dir={ROOT}",
+        "--ServerApp.ip=127.0.0.1",
+        "--LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb",
+        *extra,
+    ]
+
+
+def _exercises(args: argparse.Namespace) -> int:
+    from course_lib.exercises import build_exercises, stale_exercises
+
+    if args.check:
+        stale = stale_exercises()
+        for name in stale:
+            print(f"out of date: exercises/{name} (run `make exercises`)")
+        return 1 if stale else 0
+    written = build_exercises()
+    print(f"wrote {len(written)} exercise notebook(s)" + "".join(f"\n  {p.relative_to(ROOT)}" for p in written))
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from course_lib.doctor import doctor
+
+    doctor()
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    command = lab_command(args.jupyter_args)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per course task."""
+    parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="print the environment check").set_defaults(func=_doctor)
+    ex = sub.add_parser("exercises", help="build exercises/ from solutions/")
+    ex.add_argument("--check", action="store_true", help="only report exercises that are out of date")
+    ex.set_defaults(func=_exercises)
+    lab = sub.add_parser("lab", help="start JupyterLab on the course")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to `jupyter lab`")
+    lab.set_defaults(func=_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reference apps the notebooks build, as factories: create_app(...) returns a Flask or FastAPI app."""

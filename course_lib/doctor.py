@@ -1,0 +1,49 @@
+"""Environment check for the course: versions, CPU/GPU, cached weights, free disk."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+PACKAGES = ["torch", "torchvision", "onnxruntime", "onnx", "scikit-learn", "fastapi", "flask", "uvicorn", "pydantic"]
+RESNET50_FILE = "resnet50-11ad3fa6.pth"  # ResNet50_Weights.IMAGENET1K_V2 (= DEFAULT)
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision keeps (or would keep) the ResNet-50 ImageNet weights."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_FILE
+
+
+def doctor_report() -> dict[str, str]:
+    """Collect the facts a learner or instructor needs to debug a set-up."""
+    import torch
+
+    report = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            report[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            report[name] = "not installed"
+    report["cpu cores"] = str(os.cpu_count())
+    report["torch threads"] = str(torch.get_num_threads())
+    report["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"
+    report["mps (Apple GPU)"] = "yes" if torch.backends.mps.is_available() else "no"
+    weights = imagenet_weights_path()
+    report["imagenet resnet50 weights"] = "cached" if weights.exists() else "not cached"
+    report["free disk (GB)"] = f"{shutil.disk_usage(Path.cwd()).free / 1e9:.1f}"
+    return report
+
+
+def doctor() -> dict[str, str]:
+    """Print the environment check as aligned lines and return it."""
+    report = doctor_report()
+    width = max(map(len, report))
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    return report

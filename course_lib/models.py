@@ -1,0 +1,55 @@
+"""The course's iris models and deterministic training helpers (scikit-learn and PyTorch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.ensemble import RandomForestClassifier
+from torch import nn
+
+from course_lib.data import Split, iris_split
+
+
+def train_iris_forest(split: Split | None = None, random_state: int = 42) -> tuple[RandomForestClassifier, float]:
+    """Train the source's RandomForest (n_estimators=100, random_state=42); return it and test accuracy."""
+    split = split or iris_split()
+    model = RandomForestClassifier(n_estimators=100, random_state=random_state)
+    model.fit(split.X_train, split.y_train)
+    return model, float(model.score(split.X_test, split.y_test))
+
+
+class SimpleNN(nn.Module):
+    """The source's iris network: 4 → 16 → 3 with a ReLU."""
+
+    def __init__(self, input_size: int = 4, hidden_size: int = 16, num_classes: int = 3) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(input_size, hidden_size)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits for a (batch, 4) tensor."""
+        return self.fc2(self.relu(self.fc1(x)))
+
+
+def train_simple_nn(split: Split | None = None, epochs: int = 300, seed: int = 0) -> tuple[SimpleNN, float]:
+    """Train SimpleNN deterministically (full-batch Adam, fixed seed); return it in eval mode and test accuracy."""
+    split = split or iris_split()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = SimpleNN()
+    torch.random.set_rng_state(generator_state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    X = torch.from_numpy(np.asarray(split.X_train, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(split.y_train, dtype=np.int64))
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss_fn(model(X), y).backward()
+        optimizer.step()
+    model.eval()
+    with torch.inference_mode():
+        X_test = torch.from_numpy(np.asarray(split.X_test, dtype=np.float32))
+        accuracy = (model(X_test).argmax(1).numpy() == split.y_test).mean()
+    return model, float(accuracy)
