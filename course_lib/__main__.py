@@ -17,6 +17,7 @@ def lab_command(extra: list[str]) -> list[str]:
         f"--ServerApp.root_dir={ROOT}",
         "--ServerApp.ip=127.0.0.1",
         "--LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb",
+        *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # containers run as root
         *extra,
     ]
 
@@ -55,15 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exercises", help="build exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only report exercises that are out of date")
     ex.set_defaults(func=_exercises)
-    lab = sub.add_parser("lab", help="start JupyterLab on the course")
-    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to `jupyter lab`")
-    lab.set_defaults(func=_lab)
+    lab = sub.add_parser("lab", help="start JupyterLab on the course (other options go to `jupyter lab`)")
+    lab.set_defaults(func=_lab, passthrough=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter_args = extra
     return args.func(args)
 
 

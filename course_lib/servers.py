@@ -67,7 +67,7 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(
-                f"port {port} on {host} is already in use; stop the other server or use port=0 "
+                f"{host}:{port} is already in use; stop the other server, or use port=0 "
                 "to let the OS choose a free port"
             ) from None
         raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc

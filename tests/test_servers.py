@@ -93,7 +93,7 @@ def test_taken_port_gives_a_clear_error(name):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        with pytest.raises(PortInUseError, match=f"port {port} .* already in use"):
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port} is already in use"):
             serve(APPS[name](), port=port)
 
 
@@ -115,7 +115,7 @@ def test_asgi_app_failing_at_start_up_reports_its_exception():
     threads = threading.active_count()
     with pytest.raises(ServerError, match="(?s)failed to start.*model file is missing"):
         serve(FastAPI(lifespan=lifespan))
-    assert settled_thread_count(threads) == threads
+    assert settled_thread_count(threads) <= threads
 
 
 def test_non_app_is_rejected():
@@ -157,7 +157,7 @@ def test_200_start_stop_cycles_leak_no_threads_or_file_descriptors():
         with serve(apps[i % 2]) as server, requests.Session() as session:
             assert session.get(server.url + "/health", timeout=5).status_code == 200
             ports.append(server.port)
-    assert settled_thread_count(threads) == threads
+    assert settled_thread_count(threads) <= threads
     assert open_fds() <= fds
     assert all(port_is_free(p) for p in ports[-10:])
 

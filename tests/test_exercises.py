@@ -1,0 +1,109 @@
+"""The exercise pipeline: generator rules, committed exercises in sync, checks that really fail."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+from course_lib.exercises.build import ROOT, RAISES_TAG, build_exercises, exercise_notebook, stale_exercises, strip_solutions
+from course_lib.exercises.checking import check, run_checks
+
+SOLUTION_IN_FUNCTION = '''def double(x: int) -> int:
+    """Return 2x."""
+    ### BEGIN SOLUTION
+    y = x * 2
+    return y
+    ### END SOLUTION
+
+print(double)'''
+
+
+def test_block_inside_a_function_becomes_an_indented_raise():
+    source, top_level = strip_solutions(SOLUTION_IN_FUNCTION)
+    assert "    raise NotImplementedError()\n\nprint(double)" in source
+    assert "x * 2" not in source and "SOLUTION" not in source
+    assert top_level is False
+
+
+def test_block_at_top_level_is_reported_so_the_cell_gets_tagged():
+    source, top_level = strip_solutions("a = 1\n### BEGIN SOLUTION\nb = a + 1\n### END SOLUTION")
+    assert source == "a = 1\nraise NotImplementedError()"
+    assert top_level is True
+
+
+def test_unbalanced_markers_are_an_error():
+    with pytest.raises(ValueError, match="unbalanced"):
+        strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_exercise_notebook_clears_outputs_and_tags_raising_cells():
+    solution = new_notebook(cells=[
+        new_code_cell(SOLUTION_IN_FUNCTION, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="x")]),
+        new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", execution_count=4),
+    ])
+    exercise = exercise_notebook(solution)
+    assert [c.outputs for c in exercise.cells] == [[], []]
+    assert [c.execution_count for c in exercise.cells] == [None, None]
+    assert "tags" not in exercise.cells[0].metadata
+    assert exercise.cells[1].metadata["tags"] == [RAISES_TAG]
+    assert solution.cells[0].outputs, "the solution notebook itself must not be modified"
+
+
+def test_build_writes_only_what_changed(tmp_path):
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    nbformat.write(new_notebook(cells=[new_code_cell(SOLUTION_IN_FUNCTION)]), solutions / "01_demo.ipynb")
+    assert stale_exercises(solutions, exercises) == ["01_demo.ipynb"]
+    assert [p.name for p in build_exercises(solutions, exercises)] == ["01_demo.ipynb"]
+    assert build_exercises(solutions, exercises) == []
+    assert stale_exercises(solutions, exercises) == []
+    (exercises / "99_orphan.ipynb").write_text("{}")
+    assert stale_exercises(solutions, exercises) == ["99_orphan.ipynb"]
+
+
+def test_committed_exercises_match_the_generator():
+    assert stale_exercises() == [], "exercises/ is out of date: run `make exercises` and commit the result"
+
+
+def test_every_solution_has_answers_and_checks():
+    for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        sources = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        answers = sum(s.count("### BEGIN SOLUTION") for s in sources)
+        checks = sum(("check(" in s or "run_checks(" in s) for s in sources)
+        assert answers >= 3 and checks >= 3, f"{path.name}: {answers} answers, {checks} check cells"
+
+
+def test_check_reports_pass_fail_and_not_implemented(capsys):
+    def not_done():
+        raise NotImplementedError()
+
+    def wrong():
+        raise AssertionError("1 + 1 は 2 です")
+
+    check("a", lambda: None)
+    check("b", not_done)
+    check("c", wrong)
+    check("d", lambda: 1 / 0)
+    run_checks({"e": lambda: None, "f": not_done})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "✅ a: 合格"
+    assert lines[1].startswith("⏳ b: まだ実装されていません")
+    assert lines[2] == "❌ c: 不合格 — 1 + 1 は 2 です"
+    assert lines[3] == "❌ d: 実行中にエラー — ZeroDivisionError: division by zero"
+    assert lines[-1] == "— 1/2 件合格"
+
+
+def _stdout_of(path) -> str:
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_generated_exercise_runs_and_its_checks_fail_until_solved():
+    """The checks are real: the unsolved exercise reports ⏳ for each one, the solution ✅ for each one."""
+    unsolved = _stdout_of(ROOT / "exercises" / "00_setup.ipynb")
+    solved = _stdout_of(ROOT / "solutions" / "00_setup.ipynb")
+    assert unsolved.count("⏳") == 3 and "✅" not in unsolved
+    assert solved.count("✅") == 3 and "❌" not in solved and "⏳" not in solved
