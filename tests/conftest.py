@@ -18,3 +18,14 @@ def page():
         pytest.skip(HOW_TO_ENABLE)
     with chromium_page() as page:
         yield page
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the figures tests recorded with record_property("measured", ...) (soak runs, memory growth)."""
+    lines = [f"{report.nodeid}: {value}"
+             for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
+             for key, value in report.user_properties if key == "measured"]
+    if lines:
+        terminalreporter.section("measured")
+        for line in sorted(set(lines)):
+            terminalreporter.write_line(line)
