@@ -1,0 +1,127 @@
+"""The offline image model: a torchvision ResNet-18 trained deterministically on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torchvision.models import resnet18
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+INPUT_SIZE = 16  # the model sees 16×16 grayscale pictures (the 8×8 digits upscaled)
+RENDER_SIZE = 32  # digit pictures are rendered as 32×32 images, dark ink on white paper
+CACHE_FILE = "digits_resnet18_v1.pt"
+TRAIN_SEED = 0
+
+
+def cache_dir() -> Path:
+    """Where the trained digits model is kept: $COURSE_CACHE_DIR or ~/.cache/ml-deploy-course."""
+    return Path(os.environ.get("COURSE_CACHE_DIR") or Path.home() / ".cache" / "ml-deploy-course")
+
+
+def render_digit(pixels: np.ndarray, size: int = RENDER_SIZE) -> Image.Image:
+    """An 8×8 digits array (0 = paper … 16 = ink) as a size×size RGB picture with dark ink on white."""
+    gray = (255 - np.asarray(pixels, dtype=np.float64) * (255 / 16)).round().astype(np.uint8)
+    return Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
+
+
+def digit_png(index: int = 0) -> bytes:
+    """PNG bytes of digits image number `index` (a sample to send to the API)."""
+    buffer = io.BytesIO()
+    render_digit(load_digits().images[index]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class DigitsPreprocess:
+    """RGB picture → (1, 16, 16) float tensor: grayscale, resize, ink = high values, standardized."""
+
+    mean = 0.30
+    std = 0.31
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Preprocess one PIL image."""
+        small = image.convert("L").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+        ink = 1.0 - np.asarray(small, dtype=np.float32) / 255.0
+        return torch.from_numpy((ink - self.mean) / self.std).unsqueeze(0)
+
+    def __repr__(self) -> str:
+        return f"DigitsPreprocess(grayscale, resize {INPUT_SIZE}×{INPUT_SIZE}, invert, standardize)"
+
+
+def digits_resnet18() -> nn.Module:
+    """torchvision's ResNet-18 with 10 classes and a 3×3 one-channel first convolution for small digits."""
+    model = resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    return model
+
+
+def digits_tensors(random_state: int = 42) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Digits rendered and preprocessed exactly as served; an 80/20 stratified split (X_tr, X_te, y_tr, y_te)."""
+    digits = load_digits()
+    preprocess = DigitsPreprocess()
+    X = torch.stack([preprocess(render_digit(img)) for img in digits.images])
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    idx_train, idx_test = train_test_split(
+        np.arange(len(y)), test_size=0.2, random_state=random_state, stratify=digits.target
+    )
+    return X[idx_train], X[idx_test], y[idx_train], y[idx_test]
+
+
+def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of correct top-1 predictions of model (in eval mode) on X."""
+    model.eval()
+    with torch.inference_mode():
+        return float((model(X).argmax(1) == y).float().mean())
+
+
+def train_digits(epochs: int = 6, batch_size: int = 64, seed: int = TRAIN_SEED) -> tuple[nn.Module, float, float]:
+    """Train the digits ResNet-18 deterministically; return (model in eval mode, held-out accuracy, seconds)."""
+    started = time.perf_counter()
+    X_train, X_test, y_train, y_test = digits_tensors()
+    rng_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = digits_resnet18()
+        order = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+        steps = epochs * ((len(y_train) + batch_size - 1) // batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+        loss_fn = nn.CrossEntropyLoss()
+        model.train()
+        for _ in range(epochs):
+            for batch in torch.randperm(len(y_train), generator=order).split(batch_size):
+                optimizer.zero_grad()
+                loss_fn(model(X_train[batch]), y_train[batch]).backward()
+                optimizer.step()
+                schedule.step()
+    finally:
+        torch.random.set_rng_state(rng_state)
+    held_out = accuracy(model, X_test, y_test)
+    return model, held_out, time.perf_counter() - started
+
+
+def load_digits_model(cache: Path | None = None, train_if_missing: bool = True) -> tuple[nn.Module, float, bool]:
+    """The cached digits model (trained and saved on first use); return (model, held-out accuracy, was_cached)."""
+    path = (cache or cache_dir()) / CACHE_FILE
+    model = digits_resnet18()
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+        return model, float(saved["accuracy"]), True
+    if not train_if_missing:
+        raise FileNotFoundError(f"no trained digits model at {path}")
+    model, held_out, _ = train_digits()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"state_dict": model.state_dict(), "accuracy": held_out}, partial)
+    partial.replace(path)  # atomic: parallel test workers never read half a file
+    return model, held_out, False
