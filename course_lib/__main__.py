@@ -1,4 +1,5 @@
-"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…]`."""
+"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…] | download-weights |
+serve image-api --port N [--backend torch|onnx] [--host 127.0.0.1]`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,35 @@ def _lab(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _download_weights(args: argparse.Namespace) -> int:
+    from course_lib.vision import WeightsUnavailableError, download_weights
+
+    try:
+        path = download_weights()
+    except WeightsUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ResNet-50 ImageNet weights ready: {path}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from course_lib.apps.image_api import create_app
+    from course_lib.vision import WeightsUnavailableError, load_classifier
+
+    try:
+        classifier = load_classifier(args.model, verbose=True)
+    except WeightsUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(classifier, backend=args.backend)
+    print(f"serving {args.app} ({classifier.name}, {args.backend}) on http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per course task."""
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
@@ -58,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_exercises)
     lab = sub.add_parser("lab", help="start JupyterLab on the course (other options go to `jupyter lab`)")
     lab.set_defaults(func=_lab, passthrough=True)
+    sub.add_parser(
+        "download-weights", help="download the ResNet-50 ImageNet weights into the torch hub cache (needs internet)"
+    ).set_defaults(func=_download_weights)
+    srv = sub.add_parser("serve", help="run a course app as a standalone server (Ctrl+C stops it)")
+    srv.add_argument("app", choices=["image-api"], help="which app")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    srv.add_argument("--model", choices=["auto", "imagenet", "digits"], default="auto",
+                     help="image model (COURSE_IMAGE_MODEL overrides)")
+    srv.set_defaults(func=_serve)
     return parser
 
 

@@ -14,10 +14,10 @@ RESNET50_FILE = "resnet50-11ad3fa6.pth"  # ResNet50_Weights.IMAGENET1K_V2 (= DEF
 
 
 def imagenet_weights_path() -> Path:
-    """Where torchvision keeps (or would keep) the ResNet-50 ImageNet weights."""
-    import torch.hub
+    """Where torchvision keeps (or would keep) the ResNet-50 ImageNet weights (see course_lib.vision)."""
+    from course_lib.vision.classifier import imagenet_weights_path as weights_path
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_FILE
+    return weights_path()
 
 
 def doctor_report() -> dict[str, str]:
@@ -36,6 +36,12 @@ def doctor_report() -> dict[str, str]:
     report["mps (Apple GPU)"] = "yes" if torch.backends.mps.is_available() else "no"
     weights = imagenet_weights_path()
     report["imagenet resnet50 weights"] = "cached" if weights.exists() else "not cached"
+    try:
+        from course_lib.vision.classifier import resolve_model_name
+
+        report["image model (auto)"] = resolve_model_name("auto")
+    except ValueError as exc:  # a wrong COURSE_IMAGE_MODEL value
+        report["image model (auto)"] = f"error: {exc}"
     report["free disk (GB)"] = f"{shutil.disk_usage(Path.cwd()).free / 1e9:.1f}"
     return report
 

@@ -1,0 +1,134 @@
+"""The image-classification API of notebook 05: multipart upload, Base64 JSON, health, and a demo page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from course_lib.vision import ImageError, decode_base64, decode_image, load_classifier, prediction
+from course_lib.vision.backends import make_backend
+from course_lib.vision.classifier import Classifier
+from course_lib.vision.decoding import MAX_IMAGE_BYTES
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024  # a Base64 image at the limit plus JSON/multipart framing
+DRAIN_LIMIT = 64 * 1024 * 1024  # read (and discard) at most this much of an oversized body before answering
+
+
+class Base64Image(BaseModel):
+    """Body of POST /predict/base64: {"image": "<base64>"} with or without a data:image/...;base64, prefix."""
+
+    image: str
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 JSON when a request body is larger than max_bytes (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Buffer the body up to the limit, then pass it on, or answer 413 / 400."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await self._error(400, "invalid Content-Length header", scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more and size <= DRAIN_LIMIT:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size <= self.max_bytes:
+                chunks.append(body)
+            more = message.get("more_body", False)
+        if size > self.max_bytes:
+            await self._error(413, f"the request body is larger than {self.max_bytes} bytes", scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _error(status: int, message: str, scope: dict, receive: Any, send: Any) -> None:
+        await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+
+
+def create_app(classifier: Classifier | None = None, backend: str = "torch") -> FastAPI:
+    """Build the API around a classifier (default: load_classifier()) served by the "torch" or "onnx" backend."""
+    classifier = classifier or load_classifier()
+    engine = make_backend(classifier, backend)
+    engine.probabilities(classifier.example_input(1))  # warm-up: the first call pays one-off set-up costs
+    app = FastAPI(
+        title="Image classification API",
+        description=f"{classifier.description}; backend: {engine.name}",
+        version="1.0",
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+
+    @app.exception_handler(ImageError)
+    def image_error(request: Request, exc: ImageError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The input is not echoed back: a NaN or huge value in it would break the JSON answer.
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+
+    def classify(data: bytes, k: int = 5) -> dict[str, Any]:
+        image = decode_image(data)
+        started = time.perf_counter()
+        probs = engine.probabilities(classifier.batch([image]))[0]
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return {**prediction(probs, classifier.categories, k, elapsed_ms, classifier.name), "backend": engine.name}
+
+    @app.get("/", include_in_schema=False)
+    def demo_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and which model/backend this server runs."""
+        return {
+            "status": "ok",
+            "model": classifier.name,
+            "description": classifier.description,
+            "backend": engine.name,
+            "classes": len(classifier.categories),
+        }
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(...)) -> dict[str, Any]:
+        """Classify an uploaded image (multipart field `file`)."""
+        return classify(file.file.read(MAX_IMAGE_BYTES + 1))
+
+    @app.post("/predict/base64")
+    def predict_base64(body: Base64Image) -> dict[str, Any]:
+        """Classify a Base64 image sent as JSON {"image": "..."}."""
+        return classify(decode_base64(body.image))
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.classifier = classifier
+    app.state.backend = engine
+    return app
