@@ -34,11 +34,15 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
     if len(data) > max_bytes:
         raise ImageError(f"the image is {len(data)} bytes; the limit is {max_bytes} bytes", status=413)
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"the image has too many pixels; the limit is {max_pixels} pixels", status=413) from None
     except UnidentifiedImageError:
         raise ImageError("the file is not a JPEG, PNG, WebP, BMP or GIF image", status=415) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the image header cannot be read: {exc}") from None
+        raise ImageError(f"the image is corrupt or truncated (header: {exc})") from None
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("the image has no pixels")
