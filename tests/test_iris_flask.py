@@ -1,0 +1,242 @@
+"""The iris Flask API (course_lib.apps.iris_flask) over real HTTP: answers, every bad input, and recovery."""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.svm import LinearSVC
+
+from course_lib.apps.iris_flask import MAX_CONTENT_LENGTH, VERSION, create_app
+from course_lib.data import IRIS_CLASSES, iris_rows, iris_split
+from course_lib.models import train_iris_forest
+from course_lib.servers import serve
+
+GOOD = {"features": [5.1, 3.5, 1.4, 0.2]}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The source's forest, trained once for this module."""
+    return train_iris_forest()[0]
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    """One running server shared by the tests of this module."""
+    with serve(create_app(model)) as srv:
+        yield srv
+
+
+def post(server, **kwargs) -> requests.Response:
+    """POST /predict with a timeout."""
+    return requests.post(server.url + "/predict", timeout=30, **kwargs)
+
+
+def assert_still_serves(server) -> None:
+    """The next good request after a failure is answered normally."""
+    response = post(server, json=GOOD)
+    assert response.status_code == 200
+    assert response.json()["prediction"] == "setosa"
+
+
+def test_health(server):
+    response = requests.get(server.url + "/health", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "version": VERSION}
+
+
+def test_the_source_request_gives_setosa_with_the_source_shape(server):
+    response = post(server, json=GOOD)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["prediction", "class_id", "probabilities"]
+    assert body["prediction"] == "setosa" and body["class_id"] == 0
+    assert list(body["probabilities"]) == IRIS_CLASSES
+    assert body["probabilities"]["setosa"] == max(body["probabilities"].values())
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_answers_match_the_model_in_process(server, model):
+    rows = iris_rows(30, seed=3)
+    expected = model.predict_proba(rows.astype(np.float64))
+    with requests.Session() as session:
+        for row, probs in zip(rows, expected):
+            body = session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
+            assert body["class_id"] == int(np.argmax(probs))
+            assert body["prediction"] == IRIS_CLASSES[body["class_id"]]
+            assert [body["probabilities"][name] for name in IRIS_CLASSES] == pytest.approx(probs.tolist())
+
+
+def test_integers_and_a_charset_in_the_content_type_are_accepted(server):
+    response = post(server, data='{"features": [6, 3, 5, 2]}', headers={"Content-Type": "application/json; charset=utf-8"})
+    assert response.status_code == 200
+    assert response.json()["prediction"] in IRIS_CLASSES
+
+
+def test_extra_keys_are_ignored(server):
+    response = post(server, json={**GOOD, "request_id": "abc"})
+    assert response.status_code == 200 and response.json()["prediction"] == "setosa"
+
+
+TOO_BIG = MAX_CONTENT_LENGTH + 1
+
+# name: (request keyword arguments, expected status, expected code, a word the message must contain)
+BAD_REQUESTS = {
+    "no body": ({}, 400, "empty_body", "empty"),
+    "empty JSON body": ({"data": b"", "headers": JSON}, 400, "empty_body", "empty"),
+    "whitespace body": ({"data": b"  \n", "headers": JSON}, 400, "empty_body", "empty"),
+    "not JSON": ({"data": b"features=1,2,3,4", "headers": JSON}, 400, "invalid_json", "not valid JSON"),
+    "truncated JSON": ({"data": b'{"features": [5.1, 3.5', "headers": JSON}, 400, "invalid_json", "not valid JSON"),
+    "not UTF-8": ({"data": b'{"features": "\xff\xfe"}', "headers": JSON}, 400, "invalid_json", "UTF-8"),
+    "form data": ({"data": {"features": "5.1"}}, 415, "unsupported_media_type", "application/json"),
+    "text/plain": ({"data": json.dumps(GOOD), "headers": {"Content-Type": "text/plain"}}, 415,
+                   "unsupported_media_type", "text/plain"),
+    "JSON array body": ({"json": [5.1, 3.5, 1.4, 0.2]}, 400, "invalid_body", "object"),
+    "JSON string body": ({"json": "5.1,3.5,1.4,0.2"}, 400, "invalid_body", "object"),
+    "JSON null body": ({"data": b"null", "headers": JSON}, 400, "invalid_body", "object"),
+    "features missing": ({"json": {"feature": [5.1, 3.5, 1.4, 0.2]}}, 400, "missing_features", "missing"),
+    "features a string": ({"json": {"features": "5.1,3.5,1.4,0.2"}}, 400, "invalid_features", "list"),
+    "features an object": ({"json": {"features": {"a": 1}}}, 400, "invalid_features", "list"),
+    "features a number": ({"json": {"features": 5.1}}, 400, "invalid_features", "list"),
+    "features null": ({"json": {"features": None}}, 400, "invalid_features", "list"),
+    "too few features": ({"json": {"features": [5.1, 3.5, 1.4]}}, 400, "invalid_features", "exactly 4"),
+    "too many features": ({"json": {"features": [5.1, 3.5, 1.4, 0.2, 9.9]}}, 400, "invalid_features", "exactly 4"),
+    "empty features": ({"json": {"features": []}}, 400, "invalid_features", "exactly 4"),
+    "a string feature": ({"json": {"features": [5.1, "3.5", 1.4, 0.2]}}, 400, "invalid_features", "features[1]"),
+    "a null feature": ({"json": {"features": [5.1, 3.5, None, 0.2]}}, 400, "invalid_features", "features[2]"),
+    "a nested list": ({"json": {"features": [[5.1, 3.5, 1.4, 0.2]]}}, 400, "invalid_features", "exactly 4"),
+    "a list feature": ({"json": {"features": [5.1, 3.5, 1.4, [0.2]]}}, 400, "invalid_features", "features[3]"),
+    "a boolean feature": ({"json": {"features": [True, 3.5, 1.4, 0.2]}}, 400, "invalid_features", "boolean"),
+    "NaN": ({"data": b'{"features": [NaN, 3.5, 1.4, 0.2]}', "headers": JSON}, 400, "invalid_json", "NaN"),
+    "Infinity": ({"data": b'{"features": [5.1, Infinity, 1.4, 0.2]}', "headers": JSON}, 400, "invalid_json",
+                 "Infinity"),
+    "-Infinity": ({"data": b'{"features": [5.1, 3.5, -Infinity, 0.2]}', "headers": JSON}, 400, "invalid_json",
+                  "Infinity"),
+    "1e999 overflows to infinity": ({"data": b'{"features": [1e999, 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
+                                    "invalid_features", "finite"),
+    "a 400-digit integer": ({"data": b'{"features": [1' + b"0" * 400 + b', 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
+                            "invalid_features", "finite"),
+    "deeply nested JSON": ({"data": b"[" * 5000 + b"]" * 5000, "headers": JSON}, 400, "invalid_json",
+                           "not valid JSON"),
+    "body over the limit": ({"data": b" " * TOO_BIG, "headers": JSON}, 413, "body_too_large", "too large"),
+    "10 MB body": ({"data": b"x" * 10_000_000, "headers": JSON}, 413, "body_too_large", "too large"),
+    "a million features": ({"json": {"features": [1.0] * 1_000_000}}, 413, "body_too_large", "too large"),
+    "chunked body over the limit": ({"data": iter([b"[" + b"1," * 4000] * 20), "headers": JSON}, 413,
+                                    "body_too_large", "too large"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_REQUESTS)
+def test_bad_input_gives_a_clear_4xx_json_error_and_the_server_keeps_serving(server, name):
+    kwargs, status, code, word = BAD_REQUESTS[name]
+    response = post(server, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "code"}
+    assert body["code"] == code
+    assert word in body["error"]
+    assert "Traceback" not in response.text
+    assert_still_serves(server)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/", 404, "not_found"),
+        ("GET", "/predictions", 404, "not_found"),
+        ("POST", "/health/", 404, "not_found"),
+        ("GET", "/predict", 405, "method_not_allowed"),
+        ("PUT", "/predict", 405, "method_not_allowed"),
+        ("DELETE", "/health", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_paths_and_wrong_methods_answer_json(server, method, path, status, code):
+    response = requests.request(method, server.url + path, json=GOOD, timeout=10)
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["code"] == code and path in body["error"]
+    if status == 405:
+        assert "POST" in response.headers["Allow"] or "GET" in response.headers["Allow"]
+    assert_still_serves(server)
+
+
+def test_request_size_limit_is_configurable(model):
+    with serve(create_app(model, max_content_length=64)) as srv:
+        small = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
+        padded = requests.post(srv.url + "/predict", json={**GOOD, "pad": "x" * 64}, timeout=10)
+    assert small.status_code == 200
+    assert padded.status_code == 413 and "64 bytes" in padded.json()["error"]
+
+
+def test_an_unfitted_model_gives_500_json_without_a_traceback_and_is_logged(caplog):
+    with serve(create_app(RandomForestClassifier())) as srv, caplog.at_level(logging.ERROR, "course_lib.apps.iris_flask"):
+        response = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
+        health = requests.get(srv.url + "/health", timeout=10)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error; the failure was logged on the server",
+                               "code": "internal_error"}
+    assert "Traceback" not in response.text and "NotFittedError" not in response.text
+    assert health.status_code == 200
+    assert any(r.exc_info and r.exc_info[0].__name__ == "NotFittedError" for r in caplog.records)
+
+
+def test_a_model_for_a_different_feature_count_gives_500_then_keeps_serving():
+    split = iris_split()
+    three_features = RandomForestClassifier(n_estimators=5, random_state=0).fit(split.X_train[:, :3], split.y_train)
+    with serve(create_app(three_features)) as srv:
+        failures = [requests.post(srv.url + "/predict", json=GOOD, timeout=10) for _ in range(3)]
+        health = requests.get(srv.url + "/health", timeout=10)
+    assert [r.status_code for r in failures] == [500, 500, 500]
+    assert all(r.json()["code"] == "internal_error" for r in failures)
+    assert health.json()["status"] == "healthy"
+
+
+def test_class_names_follow_the_models_classes():
+    split = iris_split()
+    keep = split.y_train > 0  # a model that only knows versicolor (1) and virginica (2)
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(split.X_train[keep], split.y_train[keep])
+    with serve(create_app(model)) as srv:
+        body = requests.post(srv.url + "/predict", json={"features": [6.3, 3.3, 6.0, 2.5]}, timeout=10).json()
+    assert list(body["probabilities"]) == ["versicolor", "virginica"]
+    assert body["prediction"] == "virginica" and body["class_id"] == 2
+
+
+def test_default_model_is_the_source_forest():
+    app = create_app()
+    model = app.config["IRIS_MODEL"]
+    assert isinstance(model, RandomForestClassifier)
+    assert model.n_estimators == 100 and model.random_state == 42
+
+
+def test_a_model_without_predict_proba_is_refused_at_start():
+    split = iris_split()
+    with pytest.raises(TypeError, match="predict_proba"):
+        create_app(LinearSVC().fit(split.X_train, split.y_train))
+
+
+def test_concurrent_clients_get_correct_answers(server, model):
+    rows = iris_rows(40, seed=7)
+    expected = model.predict(rows.astype(np.float64)).tolist()
+
+    def ask(row: np.ndarray) -> int:
+        return requests.post(server.url + "/predict", json={"features": row.tolist()}, timeout=30).json()["class_id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, rows)) == expected
+
+
+def test_flask_test_client_gives_the_same_answers_in_process(model):
+    client = create_app(model).test_client()
+    assert client.post("/predict", json=GOOD).get_json()["prediction"] == "setosa"
+    assert client.post("/predict", json={"features": [1, 2]}).status_code == 400
+    assert client.get("/nope").get_json()["code"] == "not_found"
