@@ -140,7 +140,7 @@ def test_base64_with_and_without_data_url_prefix_and_line_breaks():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "abc$", "aGVsbG8=x", "aGVsbG8", "aGVs bG8=", "a-_b", "data:text/plain;base64,aGVsbG8=",
+    ["", "   ", "abc$", "iVBORw0KGgoA=", "aGVsbG8==", "aGVsbG8=x", "aGVsbG8", "aGVs bG8=", "a-_b", "data:text/plain;base64,aGVsbG8=",
      "data:image/png,aGVsbG8=", "data:image/png;base64,", "ü"],
 )
 def test_bad_base64_is_refused(text):

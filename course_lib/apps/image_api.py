@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from course_lib.vision import ImageError, decode_base64, decode_image, load_classifier, prediction
 from course_lib.vision.backends import make_backend
@@ -89,6 +90,10 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
     @app.exception_handler(ImageError)
     def image_error(request: Request, exc: ImageError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -98,6 +98,8 @@ def decode_base64(text: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
         raise ImageError("the Base64 image is empty")
     if len(text) > (max_bytes + 2) // 3 * 4:
         raise ImageError(f"the Base64 image decodes to more than {max_bytes} bytes (the limit)", status=413)
+    if len(text) % 4:
+        raise ImageError(f"invalid Base64: the length ({len(text)}) is not a multiple of 4; check the '=' padding")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
