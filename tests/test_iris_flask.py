@@ -240,3 +240,19 @@ def test_flask_test_client_gives_the_same_answers_in_process(model):
     assert client.post("/predict", json=GOOD).get_json()["prediction"] == "setosa"
     assert client.post("/predict", json={"features": [1, 2]}).status_code == 400
     assert client.get("/nope").get_json()["code"] == "not_found"
+
+
+def test_an_extra_validation_rule_can_be_plugged_in(model):
+    from course_lib.apps.iris_flask import InputError, parse_features
+
+    def no_negatives(payload) -> list[float]:
+        features = parse_features(payload)
+        if min(features) < 0:
+            raise InputError("measurements cannot be negative", "out_of_range")
+        return features
+
+    with serve(create_app(model, validate=no_negatives)) as srv:
+        bad = requests.post(srv.url + "/predict", json={"features": [5.1, -3.5, 1.4, 0.2]}, timeout=10)
+        good = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
+    assert bad.status_code == 400 and bad.json() == {"error": "measurements cannot be negative", "code": "out_of_range"}
+    assert good.json()["prediction"] == "setosa"

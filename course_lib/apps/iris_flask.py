@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,8 +139,12 @@ def create_app(
     *,
     max_content_length: int = MAX_CONTENT_LENGTH,
     class_names: Sequence[str] = IRIS_CLASSES,
+    validate: Callable[[Any], list[float]] = parse_features,
 ) -> Flask:
-    """Build the iris API around a fitted classifier with predict_proba (None: train the source's forest)."""
+    """Build the iris API around a fitted classifier with predict_proba (None: train the source's forest).
+
+    validate turns the JSON body into the feature list or raises InputError (default: parse_features).
+    """
     if model is None:
         from course_lib.models import train_iris_forest
 
@@ -161,7 +165,7 @@ def create_app(
     @app.post("/predict")
     def predict() -> Response:
         """Classify one iris flower: {"features": [sepal length, sepal width, petal length, petal width]}."""
-        features = parse_features(_json_body())
+        features = validate(_json_body())
         return jsonify(predict_one(model, features, class_names))
 
     @app.errorhandler(InputError)
