@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +13,12 @@ from typing import Any
 
 import numpy as np
 import requests
-from tqdm.auto import tqdm
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():
+    # Inside Jupyter without ipywidgets, tqdm.auto warns "IProgress not found" and uses its text bar; that is fine.
+    warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+    from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
