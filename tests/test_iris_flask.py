@@ -256,3 +256,10 @@ def test_an_extra_validation_rule_can_be_plugged_in(model):
         good = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
     assert bad.status_code == 400 and bad.json() == {"error": "measurements cannot be negative", "code": "out_of_range"}
     assert good.json()["prediction"] == "setosa"
+
+
+def test_405_names_the_allowed_methods_in_a_stable_order(server):
+    for _ in range(3):
+        response = requests.get(server.url + "/predict", timeout=10)
+        assert response.json()["error"] == "GET is not allowed on /predict; allowed: OPTIONS, POST"
+        assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}

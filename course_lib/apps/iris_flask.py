@@ -129,6 +129,11 @@ def predict_one(model: Any, features: Sequence[float], class_names: Sequence[str
     }
 
 
+def _sorted_methods(allow: str | None) -> str:
+    """The methods of an Allow header in a stable order (Werkzeug builds it from a set)."""
+    return ", ".join(sorted(m.strip() for m in (allow or "").split(",") if m.strip()))
+
+
 def _error(message: str, code: str, status: int) -> tuple[Response, int]:
     """A JSON error answer."""
     return jsonify(error=message, code=code), status
@@ -178,7 +183,7 @@ def create_app(
         allow = exc.get_response().headers.get("Allow")
         message = {
             404: f"no such endpoint: {request.method} {request.path}; try GET /health or POST /predict",
-            405: f"{request.method} is not allowed on {request.path}; allowed: {allow}",
+            405: f"{request.method} is not allowed on {request.path}; allowed: {_sorted_methods(allow)}",
             413: f"the request body is too large (limit: {max_content_length} bytes)",
         }.get(exc.code or 0, exc.description or exc.name)
         code = {413: "body_too_large"}.get(exc.code or 0, (exc.name or "error").lower().replace(" ", "_"))
