@@ -58,7 +58,9 @@ atexit.register(_stop_all_servers)
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """Bind and listen on host:port (0 = the OS picks a free port); PortInUseError when taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on sockets that say so; without it, uvicorn's
+    # separate header/body writes meet delayed ACKs and every keep-alive request waits ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
