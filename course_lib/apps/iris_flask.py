@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from course_lib.data import IRIS_CLASSES
 
-__all__ = ["VERSION", "MAX_CONTENT_LENGTH", "N_FEATURES", "InputError", "parse_features", "predict_one", "create_app"]
+__all__ = ["VERSION", "MAX_CONTENT_LENGTH", "N_FEATURES", "InputError", "read_json_body", "parse_features", "predict_one", "create_app"]
 
 VERSION = "1.0.0"
 N_FEATURES = 4
@@ -51,8 +51,8 @@ def _reject_constant(name: str) -> float:
     raise InputError(f"{name} is not valid JSON; send finite numbers only", "invalid_json")
 
 
-def _json_body() -> Any:
-    """Read the request body as JSON, raising InputError for an empty, non-JSON or malformed body."""
+def read_json_body() -> Any:
+    """Read the current request's body as JSON; InputError for an empty, non-JSON or malformed body, 413 if too large."""
     # Werkzeug raises 413 here when Content-Length exceeds the limit; a chunked body (no Content-Length)
     # is cut at the limit instead, so a body that fills it is treated as too large too.
     data = request.get_data(cache=True)
@@ -170,7 +170,7 @@ def create_app(
     @app.post("/predict")
     def predict() -> Response:
         """Classify one iris flower: {"features": [sepal length, sepal width, petal length, petal width]}."""
-        features = validate(_json_body())
+        features = validate(read_json_body())
         return jsonify(predict_one(model, features, class_names))
 
     @app.errorhandler(InputError)
