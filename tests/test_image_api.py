@@ -233,3 +233,13 @@ def test_standalone_server_from_the_command_line(classifier):
         response = upload(server.url, "digit_0.png", SAMPLES["digit_0.png"])
     assert health["model"] == "digits" and health["backend"] == "torch"
     assert response.status_code == 200 and response.json()["top_class"] == "0"
+
+
+def test_listening_socket_is_tcp_so_asyncio_disables_nagle():
+    """Keep-alive clients (the benchmark's requests.Session) need TCP_NODELAY on uvicorn's accepted sockets."""
+    import socket
+
+    from course_lib.servers import bind_socket
+
+    with bind_socket() as sock:
+        assert sock.proto == socket.IPPROTO_TCP
