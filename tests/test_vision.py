@@ -188,14 +188,20 @@ def empty_torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch"
 
 
-def test_imagenet_loads_through_torchvision_from_the_hub_cache(empty_torch_home):
+def place_random_resnet50(torch_home) -> tuple[dict, object]:
+    """Save a seeded random ResNet-50 state dict under torchvision's expected file name (no network needed)."""
     from torchvision.models import resnet50
 
     torch.manual_seed(0)
-    weights = resnet50().state_dict()  # random weights with the real file name: no network needed
-    path = empty_torch_home / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    weights = resnet50().state_dict()
+    path = torch_home / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
     path.parent.mkdir(parents=True)
     torch.save(weights, path)
+    return weights, path
+
+
+def test_imagenet_loads_through_torchvision_from_the_hub_cache(empty_torch_home):
+    weights, path = place_random_resnet50(empty_torch_home)
     assert imagenet_weights_path() == path
     assert resolve_model_name("auto") == "imagenet"
     classifier = load_classifier("auto")
@@ -216,3 +222,17 @@ def test_auto_falls_back_to_digits_and_forced_imagenet_explains_how_to_download(
     monkeypatch.setenv(MODEL_ENV, "resnet")
     with pytest.raises(ValueError, match=MODEL_ENV):
         resolve_model_name()
+
+
+def test_download_weights_command_uses_the_hub_cache(empty_torch_home):
+    import os
+    import subprocess
+    import sys
+
+    _, path = place_random_resnet50(empty_torch_home)
+    env = {**os.environ, "TORCH_HOME": str(empty_torch_home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "course_lib", "download-weights"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(path) in result.stdout
