@@ -1,0 +1,136 @@
+"""Notebook 01's three deployment patterns, measured on one iris model: batch file scoring, and the summary table/plot.
+
+Real-time scoring goes through ``course_lib.apps.iris_flask`` and ``course_lib.bench.http_latency``; edge scoring
+through an ONNX export (``course_lib.serialization``) and ``course_lib.bench.time_calls``. This module adds what
+is specific to the comparison: a generated batch file, a batch job, and the table and plot next to the source's
+orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from course_lib.bench import LatencyStats
+from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
+
+__all__ = ["SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "pattern_table", "plot_patterns"]
+
+# The source's typical latency per pattern, in ms (low, high): minutes–hours / tens of ms–seconds / ms.
+SOURCE_ORDERS: dict[str, tuple[float, float, str]] = {
+    "batch": (60_000.0, 3_600_000.0 * 3, "minutes–hours (the whole job)"),
+    "real-time": (10.0, 1_000.0, "tens of ms – seconds (per request)"),
+    "edge": (1.0, 10.0, "ms (per call)"),
+}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch job did: rows scored, wall time from reading the input to writing the output."""
+
+    rows: int
+    seconds: float
+    output: Path
+
+    @property
+    def rows_per_s(self) -> float:
+        """Throughput in rows per second."""
+        return self.rows / self.seconds
+
+    @property
+    def ms_per_row(self) -> float:
+        """Amortised cost of one prediction in ms."""
+        return self.seconds * 1000.0 / self.rows
+
+
+def write_batch_file(path: str | Path, n_rows: int, seed: int = 0) -> Path:
+    """Write n_rows generated iris measurements (an id column plus the four features) as CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(iris_rows(n_rows, seed=seed), columns=IRIS_FEATURES)
+    frame.insert(0, "id", np.arange(n_rows))
+    frame.to_csv(path, index=False, float_format="%.2f")
+    return path
+
+
+def score_batch_file(model: Any, in_path: str | Path, out_path: str | Path, chunk_rows: int = 50_000) -> BatchResult:
+    """Score a CSV of iris rows in chunks and write id, prediction, class_id and one probability column per class."""
+    started = time.perf_counter()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    classes = [int(c) for c in model.classes_]
+    rows = 0
+    with pd.read_csv(in_path, chunksize=chunk_rows) as reader:
+        for i, chunk in enumerate(reader):
+            probabilities = model.predict_proba(chunk[IRIS_FEATURES].to_numpy(dtype=np.float32))
+            class_ids = np.asarray(classes)[probabilities.argmax(axis=1)]
+            result = pd.DataFrame({"id": chunk["id"].to_numpy(), "prediction": np.asarray(IRIS_CLASSES)[class_ids],
+                                   "class_id": class_ids})
+            for j, c in enumerate(classes):
+                result[f"p_{IRIS_CLASSES[c]}"] = probabilities[:, j].round(4)
+            result.to_csv(out_path, mode="w" if i == 0 else "a", header=i == 0, index=False)
+            rows += len(chunk)
+    return BatchResult(rows, time.perf_counter() - started, out_path)
+
+
+def pattern_table(batch: BatchResult, realtime: LatencyStats, edge: LatencyStats,
+                  in_process: LatencyStats | None = None) -> pd.DataFrame:
+    """One row per pattern: what the client waits for, per-prediction cost, throughput, and the source's range."""
+    rows = [
+        {"pattern": "batch", "how": f"CSV file of {batch.rows:,} rows, one job",
+         "wait_ms": batch.seconds * 1000.0, "p95_ms": float("nan"),
+         "ms_per_prediction": batch.ms_per_row, "predictions_per_s": batch.rows_per_s},
+        {"pattern": "real-time", "how": f"HTTP POST /predict, {realtime.n} sequential requests",
+         "wait_ms": realtime.p50, "p95_ms": realtime.p95,
+         "ms_per_prediction": realtime.p50, "predictions_per_s": realtime.throughput},
+        {"pattern": "edge", "how": f"ONNX Runtime in process, {edge.n} single-row calls",
+         "wait_ms": edge.p50, "p95_ms": edge.p95,
+         "ms_per_prediction": edge.p50, "predictions_per_s": edge.throughput},
+    ]
+    if in_process is not None:
+        rows.append({"pattern": "(reference) scikit-learn in process", "how": f"{in_process.n} single-row calls",
+                     "wait_ms": in_process.p50, "p95_ms": in_process.p95,
+                     "ms_per_prediction": in_process.p50, "predictions_per_s": in_process.throughput})
+    table = pd.DataFrame(rows).set_index("pattern")
+    table["source_order"] = [SOURCE_ORDERS.get(name, (0, 0, "—"))[2] for name in table.index]
+    return table
+
+
+def plot_patterns(table: pd.DataFrame) -> Any:
+    """Log-scale plot: the measured wait (p50, p95 whisker) per pattern over the source's range as a band."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    names = list(table.index)
+    for y, name in enumerate(names):
+        low, high, _ = SOURCE_ORDERS.get(name, (np.nan, np.nan, ""))
+        if np.isfinite(low):
+            ax.barh(y, high - low, left=low, height=0.6, color="tab:blue", alpha=0.15,
+                    label="source's order of magnitude" if y == 0 else None)
+        wait, p95 = table.loc[name, "wait_ms"], table.loc[name, "p95_ms"]
+        if np.isfinite(p95):
+            ax.plot([wait, p95], [y, y], color="tab:red", lw=2)
+        ax.plot(wait, y, "o", color="tab:red", label="measured here (p50 → p95)" if y == 0 else None)
+        ax.annotate(_format_ms(wait), (wait, y), textcoords="offset points", xytext=(6, 8), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("time until the answer is available (ms, log scale)")
+    ax.set_title("Deployment patterns on the same iris model")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _format_ms(ms: float) -> str:
+    """A duration in ms as a short human string."""
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    if ms >= 1:
+        return f"{ms:.1f} ms"
+    return f"{ms * 1000:.0f} µs"
