@@ -102,27 +102,42 @@ def pattern_table(batch: BatchResult, realtime: LatencyStats, edge: LatencyStats
 
 
 def plot_patterns(table: pd.DataFrame) -> Any:
-    """Log-scale plot: the measured wait (p50, p95 whisker) per pattern over the source's range as a band."""
+    """Two log-scale panels: the measured wait (p50 → p95) over the source's range, and predictions per second."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, (wait_ax, rate_ax) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     names = list(table.index)
+    values = []
     for y, name in enumerate(names):
         low, high, _ = SOURCE_ORDERS.get(name, (np.nan, np.nan, ""))
         if np.isfinite(low):
-            ax.barh(y, high - low, left=low, height=0.6, color="tab:blue", alpha=0.15,
-                    label="source's order of magnitude" if y == 0 else None)
+            wait_ax.barh(y, high - low, left=low, height=0.6, color="tab:blue", alpha=0.15,
+                         label="source's order of magnitude" if y == 0 else None)
+            values += [low, high]
         wait, p95 = table.loc[name, "wait_ms"], table.loc[name, "p95_ms"]
         if np.isfinite(p95):
-            ax.plot([wait, p95], [y, y], color="tab:red", lw=2)
-        ax.plot(wait, y, "o", color="tab:red", label="measured here (p50 → p95)" if y == 0 else None)
-        ax.annotate(_format_ms(wait), (wait, y), textcoords="offset points", xytext=(6, 8), fontsize=9)
-    ax.set_xscale("log")
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("time until the answer is available (ms, log scale)")
-    ax.set_title("Deployment patterns on the same iris model")
-    ax.legend(loc="lower right", fontsize=8)
+            wait_ax.plot([wait, p95], [y, y], color="tab:red", lw=2)
+            values.append(p95)
+        wait_ax.plot(wait, y, "o", color="tab:red", label="measured here (p50 → p95)" if y == 0 else None)
+        wait_ax.annotate(_format_ms(wait), (wait, y), textcoords="offset points", xytext=(4, 7), fontsize=9)
+        values.append(wait)
+    wait_ax.set_xscale("log")
+    wait_ax.set_xlim(min(values) / 3, max(values) * 3)
+    wait_ax.set_yticks(range(len(names)), names)
+    wait_ax.invert_yaxis()
+    wait_ax.set_xlabel("time until the answer is available (ms, log scale)")
+    wait_ax.set_title("Wait per answer (batch: the whole job)")
+    wait_ax.legend(loc="lower right", fontsize=8)
+    rates = table["predictions_per_s"].to_numpy(dtype=float)
+    rate_ax.barh(range(len(names)), rates, color="tab:green", alpha=0.7)
+    for y, rate in enumerate(rates):
+        rate_ax.annotate(f"{rate:,.0f}/s", (rate, y), textcoords="offset points", xytext=(4, -3), fontsize=9)
+    rate_ax.set_xscale("log")
+    rate_ax.set_xlim(rates.min() / 3, rates.max() * 30)
+    rate_ax.set_yticks(range(len(names)), [""] * len(names))
+    rate_ax.invert_yaxis()
+    rate_ax.set_xlabel("predictions per second (log scale)")
+    rate_ax.set_title("Throughput, one client")
     fig.tight_layout()
     return fig
 
