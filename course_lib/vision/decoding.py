@@ -41,8 +41,8 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
         raise ImageError(f"the image has too many pixels; the limit is {max_pixels} pixels", status=413) from None
     except UnidentifiedImageError:
         raise ImageError("the file is not a JPEG, PNG, WebP, BMP or GIF image", status=415) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the image is corrupt or truncated (header: {exc})") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ImageError("the image is corrupt or truncated (its header cannot be read)") from None
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("the image has no pixels")
@@ -56,8 +56,8 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
             image.seek(0)  # GIF/WebP animations: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image is corrupt or truncated: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("the image is corrupt or truncated (its pixel data cannot be decoded)") from None
     return to_rgb(image)
 
 
@@ -102,8 +102,10 @@ def decode_base64(text: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
         raise ImageError(f"invalid Base64: the length ({len(text)}) is not a multiple of 4; check the '=' padding")
     try:
         return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageError(f"invalid Base64: {exc}") from None
+    except (binascii.Error, ValueError):
+        raise ImageError(
+            "invalid Base64: only A-Z, a-z, 0-9, '+' and '/' are allowed, with '=' padding at the end"
+        ) from None
 
 
 def encode_base64(data: bytes, data_url: str | None = None) -> str:
