@@ -263,3 +263,29 @@ def test_405_names_the_allowed_methods_in_a_stable_order(server):
         response = requests.get(server.url + "/predict", timeout=10)
         assert response.json()["error"] == "GET is not allowed on /predict; allowed: OPTIONS, POST"
         assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+
+
+def test_any_json_body_gets_200_or_a_4xx_json_error_never_500(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(), inner, max_size=4),
+                          max_leaves=20)
+    bodies = values | st.fixed_dictionaries({"features": values}) | st.fixed_dictionaries(
+        {"features": st.lists(scalars | st.floats(), min_size=3, max_size=5)})
+    session = requests.Session()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(bodies)
+    def check(body):
+        response = session.post(server.url + "/predict", data=json.dumps(body), headers=JSON, timeout=10)
+        assert response.status_code in (200, 400, 413), (body, response.status_code, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        assert ("prediction" in response.json()) == (response.status_code == 200)
+
+    try:
+        check()
+    finally:
+        session.close()
+    assert_still_serves(server)
