@@ -1,0 +1,202 @@
+"""The iris inference API of notebook 03 (FastAPI + PyTorch): /predict, /predict/batch, /health, offline docs.
+
+    POST /predict        {"features": [5.1, 3.5, 1.4, 0.2]}
+    → 200 {"prediction": 0, "class_name": "setosa", "confidence": 0.98}
+    POST /predict/batch  {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}  (1–100 rows) → {"predictions": [...]}
+    GET  /health         {"status": "healthy", "version": "1.0.0", "model": "SimpleNN"}
+    GET  /docs · /redoc · /openapi.json — Swagger UI and ReDoc served from the fastapi-offline wheel (no CDN)
+
+Bad input gets FastAPI's 422 ``{"detail": [...]}`` (NaN/Infinity included: the echoed input is made JSON-safe),
+a body over the limit gets 413, unknown paths 404 and wrong methods 405 — all JSON. The endpoints are
+plain ``def`` functions, so PyTorch runs in Starlette's thread pool and never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from course_lib.apps.iris_schemas import (
+    BatchResponse,
+    HealthResponse,
+    IrisBatch,
+    IrisFeatures,
+    PredictionResponse,
+)
+from course_lib.data import IRIS_CLASSES
+from course_lib.models import SimpleNN
+
+__all__ = ["VERSION", "MAX_BODY_BYTES", "TorchIrisClassifier", "save_state_dict", "load_simple_nn",
+           "as_classifier", "predict_rows", "json_safe", "BodySizeLimit", "create_app"]
+
+VERSION = "1.0.0"
+MAX_BODY_BYTES = 64 * 1024  # a full batch of 100 rows is about 3 KB
+
+
+class TorchIrisClassifier:
+    """A PyTorch iris network with scikit-learn's predict_proba/classes_ interface (used by both frameworks)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.net = net.eval()
+        self.classes_ = np.arange(len(IRIS_CLASSES))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax probabilities for a (n, 4) array; inference_mode is entered here, in the calling thread."""
+        with torch.inference_mode():
+            logits = self.net(torch.as_tensor(np.asarray(X, dtype=np.float32)))
+            return torch.softmax(logits, dim=1).double().numpy()
+
+
+def save_state_dict(net: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Save only the weights (a state dict of tensors), the format torch.load(weights_only=True) accepts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def load_simple_nn(path: str | os.PathLike[str]) -> SimpleNN:
+    """Build SimpleNN and load weights safely: weights_only=True refuses pickled code."""
+    net = SimpleNN()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def as_classifier(model: Any = None) -> Any:
+    """None → train SimpleNN; a path → load its state dict; an nn.Module → wrap it; else a predict_proba model."""
+    if model is None:
+        from course_lib.models import train_simple_nn
+
+        model, _ = train_simple_nn()
+    if isinstance(model, (str, os.PathLike)):
+        model = load_simple_nn(model)
+    if isinstance(model, torch.nn.Module):
+        return TorchIrisClassifier(model)
+    if not hasattr(model, "predict_proba"):
+        raise TypeError(f"the model must be an nn.Module, a state-dict path or have predict_proba (got {type(model).__name__})")
+    return model
+
+
+def predict_rows(classifier: Any, rows: Sequence[Sequence[float]], class_names: Sequence[str] = IRIS_CLASSES) -> list[PredictionResponse]:
+    """Run the classifier on rows and return one PredictionResponse per row."""
+    probabilities = classifier.predict_proba(np.asarray(rows, dtype=np.float64))
+    classes = [int(c) for c in classifier.classes_]
+    answers = []
+    for probs in probabilities:
+        best = int(np.argmax(probs))
+        answers.append(PredictionResponse(prediction=classes[best], class_name=class_names[classes[best]], confidence=float(probs[best])))
+    return answers
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/±Infinity (anywhere in lists/dicts) by the strings "NaN"/"Infinity"/"-Infinity"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body, made JSON-safe: the default handler fails with a 500 when the input echoes NaN."""
+    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 JSON when a request body is larger than max_bytes (with or without Content-Length)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer the body up to the limit, then pass it on; refuse it once it is over the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        payload = json.dumps({"detail": f"request body too large (limit: {self.max_bytes} bytes)"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                   (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(
+    model: Any = None,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    class_names: Sequence[str] = IRIS_CLASSES,
+) -> FastAPI:
+    """Build the iris API around SimpleNN (None: train it deterministically), a state-dict path, or any predict_proba model."""
+    classifier = as_classifier(model)
+    model_name = type(getattr(classifier, "net", classifier)).__name__
+
+    app = FastAPIOffline(
+        title="Iris inference API",
+        version=VERSION,
+        description="Classify an iris flower from 4 measurements (cm) with a small PyTorch network.",
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.state.classifier = classifier
+
+    @app.get("/health", response_model=HealthResponse)
+    def health() -> HealthResponse:
+        """Liveness, API version and model name."""
+        return HealthResponse(status="healthy", version=VERSION, model=model_name)
+
+    @app.post("/predict", response_model=PredictionResponse)
+    def predict(request: IrisFeatures) -> PredictionResponse:
+        """Classify one flower: sepal length, sepal width, petal length, petal width (cm)."""
+        return predict_rows(classifier, [request.features], class_names)[0]
+
+    @app.post("/predict/batch", response_model=BatchResponse)
+    def predict_batch(request: IrisBatch) -> BatchResponse:
+        """Classify 1 to 100 (MAX_BATCH) flowers in one call; answers keep the order of the rows."""
+        return BatchResponse(predictions=predict_rows(classifier, request.instances, class_names))
+
+    return app
