@@ -1,5 +1,38 @@
 """Save, load and measure models in every format the course compares (pickle … ONNX, torch.export)."""
 
+from course_lib.serialization.formats import (
+    FORMATS,
+    SKOPS_TRUSTED_FOREST,
+    Format,
+    get_format,
+    sklearn_predictor,
+    torch_export_load,
+    torch_export_save,
+    torch_predictor,
+    torchscript_load,
+    torchscript_save,
+)
+from course_lib.serialization.measure import Measurement, Parity, compare_formats, measure_format, parity
 from course_lib.serialization.onnx_export import export_onnx, export_sklearn_onnx, onnx_run, onnx_session
 
-__all__ = ["export_onnx", "export_sklearn_onnx", "onnx_run", "onnx_session"]
+__all__ = [
+    "FORMATS",
+    "SKOPS_TRUSTED_FOREST",
+    "Format",
+    "Measurement",
+    "Parity",
+    "compare_formats",
+    "export_onnx",
+    "export_sklearn_onnx",
+    "get_format",
+    "measure_format",
+    "onnx_run",
+    "onnx_session",
+    "parity",
+    "sklearn_predictor",
+    "torch_export_load",
+    "torch_export_save",
+    "torch_predictor",
+    "torchscript_load",
+    "torchscript_save",
+]

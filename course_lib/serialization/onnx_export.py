@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -39,7 +40,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    arg_name = _first_forward_arg(model)
+    arg_name = first_forward_arg(model)
     dynamic_shapes = {arg_name: {0: "batch"}} if dynamic_batch else None
     with _quiet_exporter(), torch.inference_mode(False):
         program = torch.onnx.export(
@@ -58,10 +59,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
     return path
 
 
-def _first_forward_arg(model: torch.nn.Module) -> str:
+def first_forward_arg(model: torch.nn.Module) -> str:
     """Name of forward()'s first parameter (the key dynamic_shapes expects)."""
-    import inspect
-
     params = [p for p in inspect.signature(model.forward).parameters.values() if p.kind is not p.VAR_KEYWORD]
     if not params:
         raise ValueError("model.forward takes no positional input")

@@ -1,0 +1,190 @@
+"""Every format the course compares: how to save, how to load, and what loading needs and risks."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import torch
+
+from course_lib.serialization.onnx_export import (
+    export_onnx,
+    export_sklearn_onnx,
+    first_forward_arg,
+    onnx_run,
+    onnx_session,
+)
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+"""A loaded model as a function: float32 rows (n, features) → scores (n, classes)."""
+
+SKOPS_TRUSTED_FOREST = ["sklearn.tree._tree.Tree"]
+"""The one type a RandomForest file needs beyond skops' defaults; trust it only for files you made."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """One serialization format: save/load functions and the facts the comparison table reports."""
+
+    name: str
+    family: str  # "sklearn" or "torch": which model it stores
+    suffix: str
+    save: Callable[[Any, Path], None]
+    load: Callable[[Path], Predictor]
+    needs_code: str  # what must be importable to load it
+    untrusted_safe: str  # is loading a file from a stranger safe?
+    runtimes: str  # which languages/runtimes can load it
+
+
+def sklearn_predictor(model: Any) -> Predictor:
+    """Scores of a scikit-learn classifier: predict_proba."""
+    return lambda X: model.predict_proba(X)
+
+
+def torch_predictor(module: Callable[[torch.Tensor], torch.Tensor]) -> Predictor:
+    """Scores of a PyTorch module (logits), computed without autograd."""
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))).numpy()
+
+    return predict
+
+
+# --- scikit-learn ------------------------------------------------------------------------------------------
+
+
+def _pickle_save(model: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pickle_load(path: Path) -> Predictor:
+    with open(path, "rb") as f:
+        return sklearn_predictor(pickle.load(f))  # runs any code the file names: trusted files only
+
+
+def _joblib_save(compress: int) -> Callable[[Any, Path], None]:
+    def save(model: Any, path: Path) -> None:
+        joblib.dump(model, path, compress=compress)
+
+    return save
+
+
+def _joblib_load(path: Path) -> Predictor:
+    return sklearn_predictor(joblib.load(path))
+
+
+def _skops_save(model: Any, path: Path) -> None:
+    import skops.io as sio
+
+    sio.dump(model, path)
+
+
+def _skops_load(path: Path) -> Predictor:
+    import skops.io as sio
+
+    return sklearn_predictor(sio.load(path, trusted=SKOPS_TRUSTED_FOREST))
+
+
+def _sklearn_onnx_save(model: Any, path: Path) -> None:
+    export_sklearn_onnx(model, path, n_features=model.n_features_in_)
+
+
+def _sklearn_onnx_load(path: Path) -> Predictor:
+    session = onnx_session(path)
+    return lambda X: onnx_run(session, X)[1]  # outputs: label, probabilities
+
+
+# --- PyTorch -----------------------------------------------------------------------------------------------
+
+
+def _state_dict_save(model: torch.nn.Module, path: Path) -> None:
+    torch.save(model.state_dict(), path)
+
+
+def _state_dict_load(path: Path) -> Predictor:
+    from course_lib.models import SimpleNN  # the Python class is needed to rebuild the module
+
+    model = SimpleNN()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return torch_predictor(model.eval())
+
+
+def torchscript_save(model: torch.nn.Module, path: str | Path, example: torch.Tensor | None = None) -> Path:
+    """torch.jit.trace + torch.jit.save (deprecated in current PyTorch; warnings silenced here)."""
+    example = torch.zeros(2, 4) if example is None else example
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        traced = torch.jit.trace(model.eval(), example)
+        torch.jit.save(traced, str(path))
+    return Path(path)
+
+
+def torchscript_load(path: str | Path) -> torch.nn.Module:
+    """torch.jit.load (deprecated in current PyTorch; the warning is silenced here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        return torch.jit.load(str(path))
+
+
+def torch_export_save(model: torch.nn.Module, path: str | Path, example: torch.Tensor | None = None) -> Path:
+    """torch.export.export with a dynamic batch axis, then torch.export.save to a .pt2 file."""
+    example = torch.zeros(2, 4) if example is None else example  # batch ≥ 2: a batch of 1 would be specialised
+    batch = torch.export.Dim("batch")
+    arg_name = first_forward_arg(model)
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes={arg_name: {0: batch}})
+    torch.export.save(program, path)
+    return Path(path)
+
+
+def torch_export_load(path: str | Path) -> torch.nn.Module:
+    """torch.export.load + .module(): a callable module, without the Python model class."""
+    return torch.export.load(path).module()
+
+
+def _torch_onnx_save(model: torch.nn.Module, path: Path) -> None:
+    export_onnx(model, torch.zeros(1, 4), path)
+
+
+def _torch_onnx_load(path: Path) -> Predictor:
+    session = onnx_session(path)
+    return lambda X: onnx_run(session, X)[0]
+
+
+_PY_SKLEARN = "Python + scikit-learn (same version) + the model's classes"
+
+FORMATS: list[Format] = [
+    Format("pickle", "sklearn", ".pkl", _pickle_save, _pickle_load, _PY_SKLEARN,
+           "no — loading runs code", "Python"),
+    Format("joblib", "sklearn", ".joblib", _joblib_save(0), _joblib_load, _PY_SKLEARN,
+           "no — loading runs code", "Python"),
+    Format("joblib (compress=3)", "sklearn", ".joblib", _joblib_save(3), _joblib_load, _PY_SKLEARN,
+           "no — loading runs code", "Python"),
+    Format("skops", "sklearn", ".skops", _skops_save, _skops_load, _PY_SKLEARN,
+           "yes, for the types you list in trusted=", "Python"),
+    Format("ONNX (skl2onnx)", "sklearn", ".onnx", _sklearn_onnx_save, _sklearn_onnx_load, "onnxruntime only",
+           "yes — a graph, no code", "Python, C/C++, C#, Java, JS, mobile"),
+    Format("state_dict", "torch", ".pt", _state_dict_save, _state_dict_load, "PyTorch + the model class",
+           "yes with weights_only=True (default)", "Python"),
+    Format("TorchScript", "torch", ".ts", torchscript_save, lambda p: torch_predictor(torchscript_load(p)),
+           "PyTorch (no model class)", "no — treat like code", "Python, C++ (LibTorch)"),
+    Format("torch.export", "torch", ".pt2", torch_export_save, lambda p: torch_predictor(torch_export_load(p)),
+           "PyTorch (no model class)", "no — treat like code", "Python, C++ (AOTInductor)"),
+    Format("ONNX (torch.onnx)", "torch", ".onnx", _torch_onnx_save, _torch_onnx_load, "onnxruntime only",
+           "yes — a graph, no code", "Python, C/C++, C#, Java, JS, mobile"),
+]
+
+
+def get_format(name: str) -> Format:
+    """The Format called name (as in FORMATS)."""
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise KeyError(f"unknown format {name!r}; known: {[f.name for f in FORMATS]}")
