@@ -11,16 +11,19 @@ The model is the real SimpleNN; ``work_s`` adds a fixed sleep to each call to st
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Literal
 
+import requests
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from course_lib.apps.iris_fastapi import as_classifier, predict_rows
 from course_lib.apps.iris_schemas import IrisFeatures, PredictionResponse
+from course_lib.bench import LatencyStats
 
-__all__ = ["STYLES", "create_pitfall_app"]
+__all__ = ["STYLES", "create_pitfall_app", "health_under_load"]
 
 STYLES = ("blocking", "def", "threadpool")
 
@@ -67,3 +70,40 @@ def create_pitfall_app(
             return await run_in_threadpool(slow_predict, request.features)
 
     return app
+
+
+def health_under_load(url: str, n: int = 40, clients: int = 4, gap_s: float = 0.01) -> LatencyStats:
+    """Latency of n sequential GET /health while `clients` threads keep POSTing /predict to the server at url."""
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def hammer() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = session.post(url + "/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}, timeout=60)
+                if response.status_code != 200:
+                    errors.append(f"/predict answered {response.status_code}")
+                    return
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    durations = []
+    try:
+        with requests.Session() as session:
+            session.get(url + "/health", timeout=60)  # open the connection before timing
+            time.sleep(0.2)  # let every client get its first request in
+            started = time.perf_counter()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                session.get(url + "/health", timeout=60).raise_for_status()
+                durations.append(time.perf_counter() - t0)
+                time.sleep(gap_s)
+            wall = time.perf_counter() - started
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    if errors:
+        raise RuntimeError(errors[0])
+    return LatencyStats.from_seconds(durations, wall)

@@ -1,0 +1,314 @@
+"""The iris FastAPI app (course_lib.apps.iris_fastapi) over real HTTP: answers, 4xx for every bad input, docs, model I/O."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from course_lib.apps.async_pitfall import STYLES, create_pitfall_app
+from course_lib.apps.iris_fastapi import (
+    MAX_BODY_BYTES,
+    VERSION,
+    TorchIrisClassifier,
+    create_app,
+    json_safe,
+    load_simple_nn,
+    save_state_dict,
+)
+from course_lib.apps.iris_schemas import MAX_BATCH, IrisFeatures
+from course_lib.data import IRIS_CLASSES, iris_rows
+from course_lib.models import train_iris_forest, train_simple_nn
+from course_lib.servers import serve
+
+GOOD = [5.1, 3.5, 1.4, 0.2]
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def net():
+    """SimpleNN trained once for this module."""
+    return train_simple_nn()[0]
+
+
+@pytest.fixture(scope="module")
+def server(net):
+    """One running server shared by the tests of this module."""
+    with serve(create_app(net)) as srv:
+        yield srv
+
+
+def assert_still_serves(server) -> None:
+    """The next good request after a failure is answered normally."""
+    response = requests.post(server.url + "/predict", json={"features": GOOD}, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["class_name"] == "setosa"
+
+
+def test_health(server):
+    response = requests.get(server.url + "/health", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "version": VERSION, "model": "SimpleNN"}
+
+
+def test_the_source_request_gives_setosa(server):
+    response = requests.post(server.url + "/predict", json={"features": GOOD}, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["prediction", "class_name", "confidence"]
+    assert body["prediction"] == 0 and body["class_name"] == "setosa"
+    assert 0.9 < body["confidence"] <= 1.0
+
+
+def test_trained_network_separates_the_three_classes(server):
+    rows = {"setosa": GOOD, "versicolor": [6.0, 2.7, 4.2, 1.3], "virginica": [6.9, 3.1, 5.4, 2.1]}
+    for name, features in rows.items():
+        body = requests.post(server.url + "/predict", json={"features": features}, timeout=10).json()
+        assert body["class_name"] == name and body["prediction"] == IRIS_CLASSES.index(name)
+
+
+def test_answers_match_the_network_in_process(server, net):
+    rows = iris_rows(25, seed=4)
+    with torch.inference_mode():
+        probs = torch.softmax(net(torch.from_numpy(rows)), dim=1).numpy()
+    with requests.Session() as session:
+        for row, p in zip(rows, probs):
+            body = session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
+            assert body["prediction"] == int(p.argmax())
+            assert body["confidence"] == pytest.approx(float(p.max()), rel=1e-5)
+
+
+def test_batch_keeps_order_and_matches_single_answers(server):
+    rows = iris_rows(MAX_BATCH, seed=9).tolist()
+    with requests.Session() as session:
+        batch = session.post(server.url + "/predict/batch", json={"instances": rows}, timeout=10)
+        assert batch.status_code == 200
+        predictions = batch.json()["predictions"]
+        assert len(predictions) == MAX_BATCH
+        for row, item in list(zip(rows, predictions))[:10]:
+            single = session.post(server.url + "/predict", json={"features": row}, timeout=10).json()
+            assert item["prediction"] == single["prediction"]
+            assert item["confidence"] == pytest.approx(single["confidence"], rel=1e-6)
+
+
+def test_integers_are_accepted_as_numbers(server):
+    response = requests.post(server.url + "/predict", data='{"features": [6, 3, 5, 2]}', headers=JSON, timeout=10)
+    assert response.status_code == 200
+
+
+def test_zero_is_a_valid_measurement(server):
+    assert requests.post(server.url + "/predict", json={"features": [0, 0, 0, 0]}, timeout=10).status_code == 200
+
+
+BAD_PREDICT = {
+    "NaN literal": ('{"features": [NaN, 3.5, 1.4, 0.2]}', "finite_number"),
+    "Infinity literal": ('{"features": [5.1, Infinity, 1.4, 0.2]}', "finite_number"),
+    "-Infinity literal": ('{"features": [5.1, 3.5, -Infinity, 0.2]}', "finite_number"),
+    "number overflowing to inf": ('{"features": [1e999, 3.5, 1.4, 0.2]}', "finite_number"),
+    "negative measurement": ('{"features": [5.1, -3.5, 1.4, 0.2]}', "greater_than_equal"),
+    "string number": ('{"features": ["5.1", 3.5, 1.4, 0.2]}', "float_type"),
+    "word": ('{"features": ["abc", 3.5, 1.4, 0.2]}', "float_type"),
+    "boolean": ('{"features": [true, 3.5, 1.4, 0.2]}', "float_type"),
+    "null element": ('{"features": [null, 3.5, 1.4, 0.2]}', "float_type"),
+    "nested list": ('{"features": [[5.1], 3.5, 1.4, 0.2]}', "float_type"),
+    "three features": ('{"features": [5.1, 3.5, 1.4]}', "too_short"),
+    "five features": ('{"features": [5.1, 3.5, 1.4, 0.2, 1.0]}', "too_long"),
+    "empty list": ('{"features": []}', "too_short"),
+    "features is a string": ('{"features": "5.1,3.5,1.4,0.2"}', "list_type"),
+    "features is a number": ('{"features": 5.1}', "list_type"),
+    "features is null": ('{"features": null}', "list_type"),
+    "features missing": ('{"values": [5.1, 3.5, 1.4, 0.2]}', "missing"),
+    "extra field (forbidden)": ('{"features": [5.1, 3.5, 1.4, 0.2], "unit": "mm"}', "extra_forbidden"),
+    "body is a list": ("[5.1, 3.5, 1.4, 0.2]", "model_attributes_type"),
+    "body is a number": ("42", "model_attributes_type"),
+    "body is a string": ('"features"', "model_attributes_type"),
+    "empty object": ("{}", "missing"),
+    "malformed JSON": ('{"features": [5.1, 3.5,', "json_invalid"),
+    "trailing garbage": ('{"features": [5.1, 3.5, 1.4, 0.2]} x', "json_invalid"),
+    "empty body": ("", "missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PREDICT), ids=list(BAD_PREDICT))
+def test_bad_input_gets_422_json_and_the_server_keeps_serving(server, case):
+    body, error_type = BAD_PREDICT[case]
+    response = requests.post(server.url + "/predict", data=body, headers=JSON, timeout=10)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = json.loads(response.text)["detail"]  # strict parse would fail on a bare NaN in the echo
+    assert error_type in [error["type"] for error in detail], detail
+    assert "NaN" not in response.text.replace('"NaN"', "") and "Infinity" not in response.text.replace('"Infinity"', "").replace('"-Infinity"', "")
+    assert_still_serves(server)
+
+
+def test_nan_echo_is_strict_json(server):
+    response = requests.post(server.url + "/predict", data='{"features": [NaN, 1, 1, 1]}', headers=JSON, timeout=10)
+    detail = json.loads(response.text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))["detail"]
+    assert detail[0]["input"] == "NaN" and detail[0]["loc"] == ["body", "features", 0]
+
+
+def test_error_points_at_the_bad_element(server):
+    response = requests.post(server.url + "/predict", json={"features": [5.1, 3.5, -1.0, 0.2]}, timeout=10)
+    assert response.json()["detail"][0]["loc"] == ["body", "features", 2]
+
+
+def test_text_plain_body_is_refused(server):
+    response = requests.post(server.url + "/predict", data=json.dumps({"features": GOOD}), headers={"Content-Type": "text/plain"}, timeout=10)
+    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "model_attributes_type"
+
+
+def test_huge_body_gets_413_json(server):
+    response = requests.post(server.url + "/predict", data=b" " * (MAX_BODY_BYTES + 1), headers=JSON, timeout=30)
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
+    assert_still_serves(server)
+
+
+def test_huge_body_without_content_length_gets_413(server):
+    chunks = (b" " * 4096 for _ in range(MAX_BODY_BYTES // 4096 + 2))  # a generator is sent chunked
+    response = requests.post(server.url + "/predict", data=chunks, headers=JSON, timeout=30)
+    assert response.status_code == 413 and "detail" in response.json()
+    assert_still_serves(server)
+
+
+def test_body_just_under_the_limit_is_read(server):
+    body = json.dumps({"features": GOOD}).ljust(MAX_BODY_BYTES)
+    response = requests.post(server.url + "/predict", data=body, headers=JSON, timeout=30)
+    assert response.status_code == 200
+
+
+def test_deeply_nested_json_is_a_4xx(server):
+    body = '{"features": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = requests.post(server.url + "/predict", data=body, headers=JSON, timeout=30)
+    assert 400 <= response.status_code < 500 and "detail" in response.json()
+    assert_still_serves(server)
+
+
+BAD_BATCH = {
+    "empty batch": ({"instances": []}, "too_short"),
+    "too many rows": ({"instances": [GOOD] * (MAX_BATCH + 1)}, "too_long"),
+    "instances missing": ({"rows": [GOOD]}, "missing"),
+    "instances is a row": ({"instances": GOOD}, "list_type"),
+    "short row": ({"instances": [GOOD, [1.0, 2.0]]}, "too_short"),
+    "negative in row": ({"instances": [GOOD, [1.0, 2.0, -3.0, 4.0]]}, "greater_than_equal"),
+    "string in row": ({"instances": [GOOD, [1.0, "x", 3.0, 4.0]]}, "float_type"),
+    "extra field": ({"instances": [GOOD], "limit": 3}, "extra_forbidden"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BATCH), ids=list(BAD_BATCH))
+def test_bad_batch_gets_422(server, case):
+    body, error_type = BAD_BATCH[case]
+    response = requests.post(server.url + "/predict/batch", json=body, timeout=10)
+    assert response.status_code == 422
+    assert error_type in [error["type"] for error in response.json()["detail"]]
+
+
+def test_nan_in_a_batch_row_is_a_422_with_its_position(server):
+    body = '{"instances": [[5.1, 3.5, 1.4, 0.2], [1, 2, Infinity, 4]]}'
+    response = requests.post(server.url + "/predict/batch", data=body, headers=JSON, timeout=10)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "instances", 1, 2]
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [("GET", "/nowhere", 404), ("GET", "/predict", 405), ("DELETE", "/health", 405), ("PUT", "/predict/batch", 405)],
+)
+def test_unknown_paths_and_methods_are_json(server, method, path, status):
+    response = requests.request(method, server.url + path, timeout=10)
+    assert response.status_code == status
+    assert "detail" in response.json()
+
+
+def test_concurrent_clients_all_get_answers(server):
+    rows = iris_rows(40, seed=2).tolist()
+
+    def call(row):
+        return requests.post(server.url + "/predict", json={"features": row}, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(call, rows)) == {200}
+
+
+def test_openapi_lists_the_operations_and_the_schema_rules(server):
+    spec = requests.get(server.url + "/openapi.json", timeout=10).json()
+    assert spec["openapi"].startswith("3.1")
+    assert {"/predict", "/predict/batch", "/health"} <= set(spec["paths"])
+    features = spec["components"]["schemas"]["IrisFeatures"]
+    assert features["additionalProperties"] is False
+    field = features["properties"]["features"]
+    assert field["minItems"] == field["maxItems"] == 4 and field["items"]["minimum"] == 0
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_doc_pages_reference_only_local_assets(server, path):
+    html = requests.get(server.url + path, timeout=10).text
+    assert "cdn.jsdelivr.net" not in html and "fonts.googleapis" not in html
+    assert "/static-offline-docs/" in html
+    for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"]:
+        response = requests.get(f"{server.url}/static-offline-docs/{asset}", timeout=10)
+        assert response.status_code == 200 and len(response.content) > 10_000
+
+
+def test_state_dict_round_trip_gives_the_same_answers(tmp_path, net):
+    path = save_state_dict(net, tmp_path / "iris_nn.pt")
+    loaded = load_simple_nn(path)
+    X = torch.from_numpy(iris_rows(10, seed=1))
+    with torch.inference_mode():
+        assert torch.equal(net(X), loaded(X))
+    with serve(create_app(path)) as srv:
+        body = requests.post(srv.url + "/predict", json={"features": GOOD}, timeout=10).json()
+    assert body["class_name"] == "setosa"
+
+
+def test_weights_only_load_refuses_a_pickled_module(tmp_path, net):
+    path = tmp_path / "whole_module.pt"
+    torch.save(net, path)  # the whole object, i.e. pickled code
+    with pytest.raises(pickle.UnpicklingError):
+        load_simple_nn(path)
+
+
+def test_a_scikit_learn_model_can_be_served_too():
+    forest = train_iris_forest()[0]
+    with serve(create_app(forest)) as srv:
+        assert requests.get(srv.url + "/health", timeout=10).json()["model"] == "RandomForestClassifier"
+        body = requests.post(srv.url + "/predict", json={"features": GOOD}, timeout=10).json()
+    assert body["class_name"] == "setosa"
+
+
+def test_torch_classifier_probabilities_sum_to_one(net):
+    probs = TorchIrisClassifier(net).predict_proba(iris_rows(5).astype(np.float64))
+    assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_model_of_wrong_kind_is_refused():
+    with pytest.raises(TypeError):
+        create_app(model=object())
+
+
+def test_schema_model_dump_json_is_the_v2_name():
+    assert IrisFeatures(features=GOOD).model_dump_json() == '{"features":[5.1,3.5,1.4,0.2]}'
+
+
+def test_json_safe_replaces_non_finite_numbers():
+    assert json_safe({"a": [float("nan"), float("inf"), -float("inf"), 1.5]}) == {"a": ["NaN", "Infinity", "-Infinity", 1.5]}
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_pitfall_style_answers_correctly(net, style):
+    with serve(create_pitfall_app(style, net, work_s=0.0)) as srv:
+        assert requests.get(srv.url + "/health", timeout=10).json() == {"status": "healthy", "style": style}
+        assert requests.post(srv.url + "/predict", json={"features": GOOD}, timeout=10).json()["class_name"] == "setosa"
+        assert requests.post(srv.url + "/predict", json={"features": [1, 2]}, timeout=10).status_code == 422
+
+
+def test_pitfall_style_must_be_known():
+    with pytest.raises(ValueError):
+        create_pitfall_app("fast")  # type: ignore[arg-type]
