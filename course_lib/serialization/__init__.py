@@ -12,8 +12,17 @@ from course_lib.serialization.formats import (
     torchscript_load,
     torchscript_save,
 )
+from course_lib.serialization.metadata import (
+    library_versions,
+    metadata_path,
+    model_metadata,
+    read_metadata,
+    save_metadata,
+    version_mismatches,
+)
 from course_lib.serialization.measure import Measurement, Parity, compare_formats, measure_format, parity
 from course_lib.serialization.onnx_export import export_onnx, export_sklearn_onnx, onnx_run, onnx_session
+from course_lib.serialization.security import PrintOnLoad, payload_bytes
 
 __all__ = [
     "FORMATS",
@@ -21,18 +30,26 @@ __all__ = [
     "Format",
     "Measurement",
     "Parity",
+    "PrintOnLoad",
     "compare_formats",
     "export_onnx",
     "export_sklearn_onnx",
     "get_format",
+    "library_versions",
+    "metadata_path",
+    "model_metadata",
     "measure_format",
     "onnx_run",
     "onnx_session",
     "parity",
+    "payload_bytes",
+    "read_metadata",
+    "save_metadata",
     "sklearn_predictor",
     "torch_export_load",
     "torch_export_save",
     "torch_predictor",
     "torchscript_load",
     "torchscript_save",
+    "version_mismatches",
 ]

@@ -62,6 +62,9 @@ def measure_format(
     fmt: Format, model: Any, folder: str | Path, X: np.ndarray, n: int = 200, load_repeats: int = 5
 ) -> Measurement:
     """Save model in fmt under folder, then measure size, load time, latency (batch 1 and 64) and parity on X."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if len(X) < 64:
+        raise ValueError("X needs at least 64 rows (batch 64 is measured)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = fmt.name.lower().replace(" ", "_").replace("(", "").replace(")", "").replace("=", "").replace(".", "_")
@@ -69,9 +72,6 @@ def measure_format(
     fmt.save(model, path)
     load_ms, predictor = load_time_ms(fmt, path, load_repeats)
     reference = sklearn_predictor(model) if fmt.family == "sklearn" else torch_predictor(model.eval())
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if len(X) < 64:
-        raise ValueError("X needs at least 64 rows (batch 64 is measured)")
     one, batch = X[:1], X[:64]
     p50_1 = time_calls(lambda: predictor(one), n=n, warmup=5).p50
     p50_64 = time_calls(lambda: predictor(batch), n=n, warmup=5).p50
