@@ -46,7 +46,7 @@ class OnnxBackend:
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         """Softmax probabilities (N, classes) computed from onnxruntime's logits."""
-        (logits,) = self.session.run(None, {self.input_name: batch.numpy().astype(np.float32, copy=False)})
+        (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch.numpy(), dtype=np.float32)})
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
