@@ -289,3 +289,9 @@ def test_any_json_body_gets_200_or_a_4xx_json_error_never_500(server):
     finally:
         session.close()
     assert_still_serves(server)
+
+
+def test_a_long_unknown_path_is_not_echoed_in_full(server):
+    response = requests.get(server.url + "/" + "a" * 5000, timeout=10)
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert len(response.json()["error"]) < 300

@@ -74,9 +74,9 @@ def read_json_body() -> Any:
         raise InputError("the request body is not UTF-8 encoded JSON", "invalid_json") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, InputError):
-            raise
+    except InputError:
+        raise
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting such as [[[[...]]]]
         raise InputError(f"the request body is not valid JSON; send JSON such as {EXAMPLE}", "invalid_json") from None
 
 
@@ -179,11 +179,12 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        # keep Werkzeug's status and headers (e.g. Allow on 405), replace the HTML body with JSON
+        # Werkzeug's status with a JSON body instead of its HTML page; keep the Allow header of a 405
         allow = exc.get_response().headers.get("Allow")
+        path = request.path if len(request.path) <= 100 else request.path[:100] + "…"
         message = {
-            404: f"no such endpoint: {request.method} {request.path}; try GET /health or POST /predict",
-            405: f"{request.method} is not allowed on {request.path}; allowed: {_sorted_methods(allow)}",
+            404: f"no such endpoint: {request.method} {path}; try GET /health or POST /predict",
+            405: f"{request.method} is not allowed on {path}; allowed: {_sorted_methods(allow)}",
             413: f"the request body is too large (limit: {max_content_length} bytes)",
         }.get(exc.code or 0, exc.description or exc.name)
         code = {413: "body_too_large"}.get(exc.code or 0, (exc.name or "error").lower().replace(" ", "_"))
