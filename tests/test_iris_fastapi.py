@@ -312,3 +312,10 @@ def test_every_pitfall_style_answers_correctly(net, style):
 def test_pitfall_style_must_be_known():
     with pytest.raises(ValueError):
         create_pitfall_app("fast")  # type: ignore[arg-type]
+
+
+def test_doc_pages_carry_a_local_only_content_security_policy(server):
+    for path in ["/docs", "/redoc"]:
+        policy = requests.get(server.url + path, timeout=10).headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "img-src 'self' data:" in policy
+    assert "content-security-policy" not in requests.get(server.url + "/health", timeout=10).headers

@@ -4,7 +4,8 @@
     → 200 {"prediction": 0, "class_name": "setosa", "confidence": 0.98}
     POST /predict/batch  {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}  (1–100 rows) → {"predictions": [...]}
     GET  /health         {"status": "healthy", "version": "1.0.0", "model": "SimpleNN"}
-    GET  /docs · /redoc · /openapi.json — Swagger UI and ReDoc served from the fastapi-offline wheel (no CDN)
+    GET  /docs · /redoc · /openapi.json — Swagger UI and ReDoc served from the fastapi-offline wheel (no CDN;
+                         a Content-Security-Policy keeps the pages from contacting any other host)
 
 Bad input gets FastAPI's 422 ``{"detail": [...]}`` (NaN/Infinity included: the echoed input is made JSON-safe),
 a body over the limit gets 413, unknown paths 404 and wrong methods 405 — all JSON. The endpoints are
@@ -29,6 +30,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from course_lib.apps.offline_docs import LocalOnlyDocs
 from course_lib.apps.iris_schemas import (
     BatchResponse,
     HealthResponse,
@@ -181,6 +183,7 @@ def create_app(
         description="Classify an iris flower from 4 measurements (cm) with a small PyTorch network.",
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(LocalOnlyDocs)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.state.classifier = classifier
 
