@@ -103,6 +103,24 @@ def time_calls(
     return LatencyStats.from_seconds(durations, time.perf_counter() - started)
 
 
+def paired_calls(
+    first: Callable[[], Any], second: Callable[[], Any], n: int = 100, warmup: int = 5
+) -> tuple[LatencyStats, LatencyStats]:
+    """Time first() and second() alternately, call by call, so both see the same machine load; return both stats."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        first()
+        t1 = time.perf_counter()
+        second()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            a.append(t1 - t0)
+            b.append(t2 - t1)
+    return LatencyStats.from_seconds(a), LatencyStats.from_seconds(b)
+
+
 def concurrent_calls(
     make_call: Callable[[], Callable[[], Any]],
     n: int = 100,
