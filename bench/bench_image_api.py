@@ -10,15 +10,17 @@ so both see the same machine load.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-import numpy as np
 import requests
 import torch
 
 from bench.report import Row
+from course_lib.bench import LatencyStats, paired_calls
 from course_lib.apps.image_api import create_app
 from course_lib.servers import serve
 from course_lib.vision import decode_image, load_classifier, prediction, sample_images
+from course_lib.vision.backends import OnnxBackend, TorchBackend
 from course_lib.vision.classifier import Classifier, imagenet_weights_path
 
 NAME = "image_api"
@@ -42,53 +44,61 @@ def resnet50_compute() -> Classifier:
     )
 
 
-def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, dict[str, np.ndarray]]:
-    """Per backend: n in-process and n HTTP latencies (ms) of the same photo, alternating call by call."""
+def in_process_call(classifier: Classifier, backend: TorchBackend | OnnxBackend, photo: bytes) -> Callable[[], dict]:
+    """What the /predict endpoint does, without HTTP: decode, preprocess, infer, top-5."""
+
+    def call() -> dict:
+        image = decode_image(photo)
+        started = time.perf_counter()
+        probs = backend.probabilities(classifier.batch([image]))[0]
+        return prediction(probs, classifier.categories, 5, (time.perf_counter() - started) * 1000, classifier.name)
+
+    return call
+
+
+def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, LatencyStats]:
+    """In-process vs HTTP per backend, and eager vs onnxruntime in process (1 and 2 threads), each pair alternating."""
     photo = sample_images()["china.jpg"]
     files = {"file": ("china.jpg", photo, "image/jpeg")}
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, LatencyStats] = {}
+    backends = {}
     for backend_name in ("torch", "onnx"):
         app = create_app(classifier, backend=backend_name)
-        backend = app.state.backend
-
-        def in_process() -> dict:
-            image = decode_image(photo)
-            started = time.perf_counter()
-            probs = backend.probabilities(classifier.batch([image]))[0]
-            return prediction(probs, classifier.categories, 5, (time.perf_counter() - started) * 1000, classifier.name)
-
-        local, remote = [], []
-        with serve(app) as server, requests.Session() as session:
+        backends[backend_name] = backend = app.state.backend
+        with serve(app) as server, requests.Session() as session:  # keep-alive, as a real client would
             url = server.url + "/predict"
-            for i in range(warmup + n):
-                t0 = time.perf_counter()
-                in_process()
-                t1 = time.perf_counter()
-                response = session.post(url, files=files, timeout=60)
-                t2 = time.perf_counter()
-                response.raise_for_status()
-                if i >= warmup:
-                    local.append((t1 - t0) * 1000)
-                    remote.append((t2 - t1) * 1000)
-        out[backend_name] = {"in-process": np.array(local), "http": np.array(remote)}
+
+            def over_http() -> None:
+                session.post(url, files=files, timeout=60).raise_for_status()
+
+            local, remote = paired_calls(in_process_call(classifier, backend, photo), over_http, n=n, warmup=warmup)
+        out[f"{backend_name} in-process"], out[f"{backend_name} http"] = local, remote
+    eager, onnx = (in_process_call(classifier, backends[b], photo) for b in ("torch", "onnx"))
+    out["eager"], out["onnxruntime"] = paired_calls(eager, onnx, n=n, warmup=warmup)
+    threads = torch.get_num_threads()
+    onnx_1 = in_process_call(classifier, OnnxBackend(classifier, threads=1), photo)
+    torch.set_num_threads(1)
+    try:
+        out["eager 1 thread"], out["onnxruntime 1 thread"] = paired_calls(eager, onnx_1, n=n, warmup=warmup)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
-def rows_for(label: str, timings: dict[str, dict[str, np.ndarray]]) -> list[Row]:
-    """The goal ratios and the source-comparable figures for one model."""
-    p50 = {b: {k: float(np.median(v)) for k, v in t.items()} for b, t in timings.items()}
+def rows_for(label: str, t: dict[str, LatencyStats]) -> list[Row]:
+    """The goal ratios, the thread-setting variant, and the source-comparable figures for one model."""
     rows = [
-        Row(NAME, f"{label}: end-to-end p50 / in-process p50 ({b})", p50[b]["http"] / p50[b]["in-process"], goal="≤ 1.10")
+        Row(NAME, f"{label}: end-to-end p50 / in-process p50 ({b})", t[f"{b} http"].p50 / t[f"{b} in-process"].p50, goal="≤ 1.10")
         for b in ("torch", "onnx")
     ]
-    rows.append(
-        Row(NAME, f"{label}: eager p50 / onnxruntime p50 (in-process)", p50["torch"]["in-process"] / p50["onnx"]["in-process"], goal="≥ 1.5")
-    )
-    http = timings["torch"]["http"]
     rows += [
-        Row(NAME, f"{label}: HTTP mean, torch, 1 client (source: 125 ms)", float(http.mean()), unit="ms"),
-        Row(NAME, f"{label}: HTTP p99, torch, 1 client (source: 180 ms)", float(np.percentile(http, 99)), unit="ms"),
-        Row(NAME, f"{label}: HTTP p50, onnx, 1 client", p50["onnx"]["http"], unit="ms"),
+        Row(NAME, f"{label}: eager p50 / onnxruntime p50 (in-process)", t["eager"].p50 / t["onnxruntime"].p50, goal="≥ 1.5"),
+        Row(NAME, f"{label}: eager p50 / onnxruntime p50, 1 intra-op thread each", t["eager 1 thread"].p50 / t["onnxruntime 1 thread"].p50),
+        Row(NAME, f"{label}: in-process p50, eager", t["eager"].p50, unit="ms"),
+        Row(NAME, f"{label}: in-process p50, onnxruntime", t["onnxruntime"].p50, unit="ms"),
+        Row(NAME, f"{label}: HTTP mean, torch, 1 client (source: 125 ms)", float(t["torch http"].samples_ms.mean()), unit="ms"),
+        Row(NAME, f"{label}: HTTP p99, torch, 1 client (source: 180 ms)", t["torch http"].p99, unit="ms"),
+        Row(NAME, f"{label}: HTTP p50, onnx, 1 client", t["onnx http"].p50, unit="ms"),
     ]
     return rows
 
