@@ -122,6 +122,8 @@ BAD_REQUESTS = {
                   "Infinity"),
     "1e999 overflows to infinity": ({"data": b'{"features": [1e999, 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
                                     "invalid_features", "finite"),
+    "3.5e38 overflows float32": ({"json": {"features": [5.1, 3.5, 1.4, 3.5e38]}}, 400, "invalid_features", "features[3]"),
+    "-1e300": ({"json": {"features": [-1e300, 3.5, 1.4, 0.2]}}, 400, "invalid_features", "finite"),
     "a 400-digit integer": ({"data": b'{"features": [1' + b"0" * 400 + b', 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
                             "invalid_features", "finite"),
     "deeply nested JSON": ({"data": b"[" * 5000 + b"]" * 5000, "headers": JSON}, 400, "invalid_json",
@@ -178,27 +180,22 @@ def test_request_size_limit_is_configurable(model):
     assert padded.status_code == 413 and "64 bytes" in padded.json()["error"]
 
 
-def test_an_unfitted_model_gives_500_json_without_a_traceback_and_is_logged(caplog):
-    with serve(create_app(RandomForestClassifier())) as srv, caplog.at_level(logging.ERROR, "course_lib.apps.iris_flask"):
-        response = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
-        health = requests.get(srv.url + "/health", timeout=10)
-    assert response.status_code == 500
-    assert response.json() == {"error": "internal server error; the failure was logged on the server",
-                               "code": "internal_error"}
-    assert "Traceback" not in response.text and "NotFittedError" not in response.text
-    assert health.status_code == 200
-    assert any(r.exc_info and r.exc_info[0].__name__ == "NotFittedError" for r in caplog.records)
-
-
-def test_a_model_for_a_different_feature_count_gives_500_then_keeps_serving():
+def test_a_model_for_a_different_feature_count_gives_500_json_without_a_traceback_then_keeps_serving(caplog):
     split = iris_split()
     three_features = RandomForestClassifier(n_estimators=5, random_state=0).fit(split.X_train[:, :3], split.y_train)
-    with serve(create_app(three_features)) as srv:
+    with serve(create_app(three_features)) as srv, caplog.at_level(logging.ERROR, "course_lib.apps.iris_flask"):
         failures = [requests.post(srv.url + "/predict", json=GOOD, timeout=10) for _ in range(3)]
         health = requests.get(srv.url + "/health", timeout=10)
     assert [r.status_code for r in failures] == [500, 500, 500]
-    assert all(r.json()["code"] == "internal_error" for r in failures)
+    for response in failures:
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json() == {"error": "internal server error; the failure was logged on the server",
+                                   "code": "internal_error"}
+        assert "Traceback" not in response.text and "features" not in response.text
     assert health.json()["status"] == "healthy"
+    logged = [r for r in caplog.records if r.name == "course_lib.apps.iris_flask"]
+    assert len(logged) == 3 and all(r.exc_info and r.exc_info[0] is ValueError for r in logged)
+    assert "expecting 3 features" in str(logged[0].exc_info[1])
 
 
 def test_class_names_follow_the_models_classes():
@@ -218,10 +215,12 @@ def test_default_model_is_the_source_forest():
     assert model.n_estimators == 100 and model.random_state == 42
 
 
-def test_a_model_without_predict_proba_is_refused_at_start():
+def test_a_model_without_predict_proba_or_not_fitted_is_refused_at_start():
     split = iris_split()
     with pytest.raises(TypeError, match="predict_proba"):
         create_app(LinearSVC().fit(split.X_train, split.y_train))
+    with pytest.raises(TypeError, match="fitted"):
+        create_app(RandomForestClassifier())
 
 
 def test_concurrent_clients_get_correct_answers(server, model):

@@ -30,6 +30,7 @@ __all__ = ["VERSION", "MAX_CONTENT_LENGTH", "N_FEATURES", "InputError", "read_js
 VERSION = "1.0.0"
 N_FEATURES = 4
 MAX_CONTENT_LENGTH = 16 * 1024  # bytes; a valid request is about 40 bytes
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger values become infinity inside the model
 EXAMPLE = '{"features": [5.1, 3.5, 1.4, 0.2]}'
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ def parse_features(payload: Any, n_features: int = N_FEATURES) -> list[float]:
             number = float(value)
         except OverflowError:
             number = math.inf
-        if not math.isfinite(number):
-            raise InputError(f"features[{i}] must be a finite number", "invalid_features")
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # scikit-learn's trees compute in float32
+            raise InputError(f"features[{i}] must be a finite number (|x| ≤ {FLOAT32_MAX:.3g})", "invalid_features")
         values.append(number)
     return values
 
@@ -146,7 +147,7 @@ def create_app(
     class_names: Sequence[str] = IRIS_CLASSES,
     validate: Callable[[Any], list[float]] = parse_features,
 ) -> Flask:
-    """Build the iris API around a fitted classifier with predict_proba (None: train the source's forest).
+    """Build the iris API around a fitted classifier (predict_proba, classes_); None: train the source's forest.
 
     validate turns the JSON body into the feature list or raises InputError (default: parse_features).
     """
@@ -154,8 +155,8 @@ def create_app(
         from course_lib.models import train_iris_forest
 
         model, _ = train_iris_forest()
-    if not hasattr(model, "predict_proba"):
-        raise TypeError(f"the model must have predict_proba (got {type(model).__name__})")
+    if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
+        raise TypeError(f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
