@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,21 @@ def chromium_page(viewport: tuple[int, int] = (1280, 900)) -> Iterator[Any]:
             browser.close()
 
 
+def _running_loop() -> bool:
+    """True when this thread runs an asyncio event loop (as a Jupyter kernel's main thread does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def screenshot(url: str, path: str | os.PathLike[str], wait_for: str | None = None, timeout_ms: int = 30_000) -> Path:
     """Open url in headless Chromium, wait for a CSS selector if given, and save a PNG screenshot."""
+    if _running_loop():
+        # Playwright's sync API refuses to run inside an asyncio loop (a notebook cell): use a worker thread.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(screenshot, url, path, wait_for, timeout_ms).result()
     with chromium_page() as page:
         page.goto(url, timeout=timeout_ms)
         if wait_for:

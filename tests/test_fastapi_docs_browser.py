@@ -71,3 +71,19 @@ def test_redoc_renders_offline(page, api_url):
     # ReDoc's bundle always shows a sidebar logo from cdn.redoc.ly; the page's Content-Security-Policy stops it in the browser
     assert all(urlsplit(url).hostname == "cdn.redoc.ly" for url in blocked), blocked
     assert left_the_machine(seen, blocked) == []
+
+
+def test_screenshot_works_inside_a_running_event_loop(api_url, tmp_path):
+    """A notebook cell runs inside the kernel's asyncio loop, where Playwright's sync API refuses to start."""
+    import asyncio
+
+    from course_lib.browser import chromium_path, screenshot
+
+    if chromium_path() is None:
+        pytest.skip("headless Chromium is not installed")
+
+    async def in_a_loop():
+        return screenshot(api_url + "/docs", tmp_path / "docs.png", wait_for=".opblock-summary-path")
+
+    shot = asyncio.run(in_a_loop())
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
