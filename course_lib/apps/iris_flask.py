@@ -176,10 +176,12 @@ def create_app(
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError) -> tuple[Response, int]:
+        """A client fault found by our own checks → 4xx JSON."""
         return _error(exc.message, exc.code, exc.status)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
+        """Werkzeug's HTTP errors (404, 405, 413, ...) → the same status as JSON."""
         # Werkzeug's status with a JSON body instead of its HTML page; keep the Allow header of a 405
         allow = exc.get_response().headers.get("Allow")
         path = request.path if len(request.path) <= 100 else request.path[:100] + "…"
@@ -197,6 +199,7 @@ def create_app(
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> tuple[Response, int]:
+        """Anything else → log it with its traceback, answer 500 JSON without details."""
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
         return _error("internal server error; the failure was logged on the server", "internal_error", 500)
 

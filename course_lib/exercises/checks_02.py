@@ -110,6 +110,7 @@ def check_plausible_measurements(plausible_measurements: Callable[[Any], list[fl
         url = server.url + "/predict"
 
         def post(features: Any) -> requests.Response:
+            """POST /predict with these features."""
             return session.post(url, json={"features": features}, timeout=10)
 
         for features in ([5.1, 3.5, 1.4, 0.2], [30, 30, 30, 30], [0.1, 0.1, 0.1, 0.1]):
