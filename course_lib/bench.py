@@ -104,20 +104,27 @@ def time_calls(
 
 
 def paired_calls(
-    first: Callable[[], Any], second: Callable[[], Any], n: int = 100, warmup: int = 5
+    first: Callable[[], Any], second: Callable[[], Any], n: int = 100, warmup: int = 5, block: int = 1
 ) -> tuple[LatencyStats, LatencyStats]:
-    """Time first() and second() alternately, call by call, so both see the same machine load; return both stats."""
+    """Time first() and second() alternately so both see the same machine load; return both stats.
+
+    block=1 alternates call by call. With block > 1 they alternate in blocks of `block` timed calls, each block
+    after one untimed call: thread pools (PyTorch's OpenMP, onnxruntime) keep spinning for a moment after a call
+    and would slow down the other side's first call.
+    """
     a: list[float] = []
     b: list[float] = []
-    for i in range(warmup + n):
-        t0 = time.perf_counter()
+    for _ in range(warmup):
         first()
-        t1 = time.perf_counter()
         second()
-        t2 = time.perf_counter()
-        if i >= warmup:
-            a.append(t1 - t0)
-            b.append(t2 - t1)
+    while len(a) < n:
+        for fn, samples in ((first, a), (second, b)):
+            if block > 1:
+                fn()
+            for _ in range(min(block, n - len(samples))):
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
     return LatencyStats.from_seconds(a), LatencyStats.from_seconds(b)
 
 

@@ -252,3 +252,8 @@ def test_paired_calls_alternates_the_two_measurements():
     first, second = paired_calls(lambda: order.append("a"), lambda: order.append("b"), n=4, warmup=2)
     assert order == ["a", "b"] * 6
     assert first.n == second.n == 4
+    order.clear()
+    first, second = paired_calls(lambda: order.append("a"), lambda: order.append("b"), n=5, warmup=1, block=2)
+    # warm-up pair, then blocks: one untimed call + up to 2 timed calls per side
+    assert order == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2 + ["a", "a", "b", "b"]
+    assert first.n == second.n == 5
