@@ -37,8 +37,9 @@ def _forest() -> Any:
 
 def deeper_net(seed: int = 0) -> nn.Module:
     """A different iris network for exercise 1: 4 → 32 → 32 → 3 with GELU, seeded random weights."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 3)).eval()
+    with torch.random.fork_rng():  # leave the caller's RNG state untouched
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 3)).eval()
 
 
 def check_onnx_parity(export_with_parity: Callable[[nn.Module, Path], dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def measure_format(
         raise ValueError("X needs at least 64 rows (batch 64 is measured)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = fmt.name.lower().replace(" ", "_").replace("(", "").replace(")", "").replace("=", "").replace(".", "_")
+    stem = re.sub(r"[^a-z0-9]+", "_", fmt.name.lower()).strip("_")
     path = folder / f"{fmt.family}_{stem}{fmt.suffix}"
     fmt.save(model, path)
     load_ms, predictor = load_time_ms(fmt, path, load_repeats)
