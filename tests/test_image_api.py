@@ -224,6 +224,8 @@ def test_demo_page_and_its_assets_are_served_locally(servers):
     for asset in ("/static/app.js", "/static/style.css"):
         response = requests.get(url + asset, timeout=10)
         assert response.status_code == 200 and "https://" not in response.text
+    docs = requests.get(url + "/docs", timeout=10)
+    assert docs.status_code == 200 and "cdn.jsdelivr.net" not in docs.text  # Swagger UI served offline
 
 
 def test_standalone_server_from_the_command_line(classifier):

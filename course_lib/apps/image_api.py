@@ -10,6 +10,7 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -80,7 +81,7 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
     classifier = classifier or load_classifier()
     engine = make_backend(classifier, backend)
     engine.probabilities(classifier.example_input(1))  # warm-up: the first call pays one-off set-up costs
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with bundled assets: no CDN needed
         title="Image classification API",
         description=f"{classifier.description}; backend: {engine.name}",
         version="1.0",
