@@ -1,6 +1,6 @@
 """onnxruntime vs PyTorch eager: p50 latency ratio for the iris SimpleNN and a torchvision ResNet-18.
 
-Both runtimes score the same input, call by call alternately, so they see the same machine load. The ResNet-18
+Both runtimes score the same input, alternately (course_lib.bench.paired_calls), so they see the same machine load. The ResNet-18
 has seeded random weights (no download): its predictions mean nothing, its latency is the real network's.
 onnxruntime runs the file export_onnx writes. Each pair is measured twice: with 1 intra-op thread in both
 runtimes, and with both at all cores. On a machine shared with other work, torch's OpenMP threads wait for each
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torchvision
 
 from bench.report import Row
+from course_lib.bench import paired_calls
 from course_lib.data import iris_rows
 from course_lib.models import train_simple_nn
 from course_lib.serialization import export_onnx, onnx_run
@@ -40,34 +40,29 @@ def session_for(onnx_path: Path, threads: int) -> onnxruntime.InferenceSession:
 def paired_p50(
     model: torch.nn.Module, onnx_path: Path, x: torch.Tensor, n: int, threads: int, warmup: int = 5
 ) -> tuple[float, float]:
-    """p50 (ms) of eager model(x) and of onnxruntime on x, alternating call by call, both on `threads` threads."""
+    """p50 (ms) of eager model(x) and of onnxruntime on x, alternating, both on `threads` threads.
+
+    With one thread they alternate call by call; with more, in blocks of 5 after an untimed call, because torch's
+    OpenMP threads keep spinning for a moment after a call and would slow down onnxruntime's next one.
+    """
     session = session_for(onnx_path, threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _alternate(model, session, x, n, warmup)
+        return _alternate(model, session, x, n, warmup, block=1 if threads == 1 else 5)
     finally:
         torch.set_num_threads(previous)
 
 
 def _alternate(
-    model: torch.nn.Module, session: onnxruntime.InferenceSession, x: torch.Tensor, n: int, warmup: int
+    model: torch.nn.Module, session: onnxruntime.InferenceSession, x: torch.Tensor, n: int, warmup: int, block: int
 ) -> tuple[float, float]:
-    """Time eager and onnxruntime calls alternately; return both p50s in ms."""
+    """Time eager and onnxruntime calls alternately (course_lib.bench.paired_calls); return both p50s in ms."""
     x_np = x.numpy()
-    eager, ort = [], []
     with torch.inference_mode():
         np.testing.assert_allclose(onnx_run(session, x_np)[0], model(x).numpy(), atol=1e-3)  # same model, checked
-        for i in range(warmup + n):
-            t0 = time.perf_counter()
-            model(x)
-            t1 = time.perf_counter()
-            onnx_run(session, x_np)
-            t2 = time.perf_counter()
-            if i >= warmup:
-                eager.append(t1 - t0)
-                ort.append(t2 - t1)
-    return float(np.median(eager)) * 1000, float(np.median(ort)) * 1000
+        eager, ort = paired_calls(lambda: model(x), lambda: onnx_run(session, x_np), n=n, warmup=warmup, block=block)
+    return eager.p50, ort.p50
 
 
 def rows_for(label: str, eager_ms: float, ort_ms: float) -> list[Row]:
