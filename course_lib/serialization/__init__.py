@@ -12,6 +12,7 @@ from course_lib.serialization.formats import (
     torchscript_load,
     torchscript_save,
 )
+from course_lib.serialization.measure import Measurement, Parity, compare_formats, measure_format, parity
 from course_lib.serialization.metadata import (
     library_versions,
     metadata_path,
@@ -20,7 +21,6 @@ from course_lib.serialization.metadata import (
     save_metadata,
     version_mismatches,
 )
-from course_lib.serialization.measure import Measurement, Parity, compare_formats, measure_format, parity
 from course_lib.serialization.onnx_export import export_onnx, export_sklearn_onnx, onnx_run, onnx_session
 from course_lib.serialization.security import PrintOnLoad, payload_bytes
 

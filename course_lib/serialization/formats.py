@@ -1,4 +1,7 @@
-"""Every format the course compares: how to save, how to load, and what loading needs and risks."""
+"""Every format the course compares: how to save, how to load, and what loading needs and risks.
+
+The scikit-learn formats store any fitted classifier; the PyTorch ones store the course's SimpleNN (4 features).
+"""
 
 from __future__ import annotations
 
@@ -61,43 +64,52 @@ def torch_predictor(module: Callable[[torch.Tensor], torch.Tensor]) -> Predictor
 
 
 def _pickle_save(model: Any, path: Path) -> None:
+    """Save with pickle.dump."""
     with open(path, "wb") as f:
-        pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(model, f)  # the default protocol, as the source writes it
 
 
 def _pickle_load(path: Path) -> Predictor:
+    """Load with pickle.load (runs any code the file names)."""
     with open(path, "rb") as f:
         return sklearn_predictor(pickle.load(f))  # runs any code the file names: trusted files only
 
 
 def _joblib_save(compress: int) -> Callable[[Any, Path], None]:
+    """A joblib.dump saver with this compression level (0 = none)."""
     def save(model: Any, path: Path) -> None:
+        """Save with joblib.dump."""
         joblib.dump(model, path, compress=compress)
 
     return save
 
 
 def _joblib_load(path: Path) -> Predictor:
+    """Load with joblib.load (pickle inside: runs code)."""
     return sklearn_predictor(joblib.load(path))
 
 
 def _skops_save(model: Any, path: Path) -> None:
+    """Save with skops.io.dump."""
     import skops.io as sio
 
     sio.dump(model, path)
 
 
 def _skops_load(path: Path) -> Predictor:
+    """Load with skops.io.load, trusting only the forest's Tree type."""
     import skops.io as sio
 
     return sklearn_predictor(sio.load(path, trusted=SKOPS_TRUSTED_FOREST))
 
 
 def _sklearn_onnx_save(model: Any, path: Path) -> None:
+    """Convert with skl2onnx (zipmap off)."""
     export_sklearn_onnx(model, path, n_features=model.n_features_in_)
 
 
 def _sklearn_onnx_load(path: Path) -> Predictor:
+    """An onnxruntime session returning the probabilities output."""
     session = onnx_session(path)
     return lambda X: onnx_run(session, X)[1]  # outputs: label, probabilities
 
@@ -106,10 +118,12 @@ def _sklearn_onnx_load(path: Path) -> Predictor:
 
 
 def _state_dict_save(model: torch.nn.Module, path: Path) -> None:
+    """Save the weights only (torch.save of the state dict)."""
     torch.save(model.state_dict(), path)
 
 
 def _state_dict_load(path: Path) -> Predictor:
+    """Rebuild SimpleNN and load the weights with weights_only=True."""
     from course_lib.models import SimpleNN  # the Python class is needed to rebuild the module
 
     model = SimpleNN()
@@ -150,10 +164,12 @@ def torch_export_load(path: str | Path) -> torch.nn.Module:
 
 
 def _torch_onnx_save(model: torch.nn.Module, path: Path) -> None:
+    """Export with export_onnx (dynamic batch, one file)."""
     export_onnx(model, torch.zeros(1, 4), path)
 
 
 def _torch_onnx_load(path: Path) -> Predictor:
+    """An onnxruntime session returning the logits."""
     session = onnx_session(path)
     return lambda X: onnx_run(session, X)[0]
 
