@@ -22,7 +22,6 @@ from course_lib.serialization import (
     metadata_path,
     onnx_run,
     onnx_session,
-    sklearn_predictor,
     torch_predictor,
 )
 
