@@ -70,7 +70,7 @@ def _pickle_save(model: Any, path: Path) -> None:
 
 
 def _pickle_load(path: Path) -> Predictor:
-    """Load with pickle.load (runs any code the file names)."""
+    """Load with pickle.load: runs any code the file names, so only for files you trust."""
     with open(path, "rb") as f:
         return sklearn_predictor(pickle.load(f))  # runs any code the file names: trusted files only
 
@@ -85,7 +85,7 @@ def _joblib_save(compress: int) -> Callable[[Any, Path], None]:
 
 
 def _joblib_load(path: Path) -> Predictor:
-    """Load with joblib.load (pickle inside: runs code)."""
+    """Load with joblib.load: pickle inside runs code, so only for files you trust."""
     return sklearn_predictor(joblib.load(path))
 
 
