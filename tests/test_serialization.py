@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import skops.io as sio
 import torch
@@ -89,6 +90,17 @@ def test_export_onnx_has_a_dynamic_batch_axis_and_prints_nothing(net, tmp_path: 
     for n in (1, 7, 64):
         (logits,) = onnx_run(session, X[:n])
         np.testing.assert_allclose(logits, torch_predictor(net)(X[:n]), atol=1e-5)
+
+
+def test_export_onnx_leaves_no_machine_paths_in_the_file(net, tmp_path: Path):
+    path = export_onnx(net, torch.zeros(1, 4), tmp_path / "nn.onnx")
+    content = path.read_bytes()
+    assert b"stack_trace" not in content
+    assert str(Path(torch.__file__).parent).encode() not in content
+    assert str(Path(__file__).parents[1]).encode() not in content
+    model = onnx.load(path)
+    assert all(p.key != "pkg.torch.onnx.stack_trace" for node in model.graph.node for p in node.metadata_props)
+    assert any(p.key == "namespace" for node in model.graph.node for p in node.metadata_props)  # the rest stays
 
 
 def test_export_onnx_fixed_batch(net, tmp_path: Path):

@@ -21,7 +21,13 @@ from course_lib.serialization.metadata import (
     save_metadata,
     version_mismatches,
 )
-from course_lib.serialization.onnx_export import export_onnx, export_sklearn_onnx, onnx_run, onnx_session
+from course_lib.serialization.onnx_export import (
+    export_onnx,
+    export_sklearn_onnx,
+    onnx_run,
+    onnx_session,
+    strip_source_paths,
+)
 from course_lib.serialization.security import PrintOnLoad, payload_bytes
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "read_metadata",
     "save_metadata",
     "sklearn_predictor",
+    "strip_source_paths",
     "torch_export_load",
     "torch_export_save",
     "torch_predictor",

@@ -50,6 +50,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
+        strip_source_paths(program)
         # external_data=False: weights inside the .onnx file (fine below protobuf's 2 GB limit), so one file is
         # all there is to copy; a separate .onnx.data file is only needed for models larger than that.
         program.save(path, external_data=False)
@@ -57,6 +58,15 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
     if data_file.exists():
         data_file.unlink()
     return path
+
+
+def strip_source_paths(program: torch.onnx.ONNXProgram) -> torch.onnx.ONNXProgram:
+    """Drop the per-node Python stack traces (absolute paths of the exporting machine) before saving."""
+    import onnx_ir
+
+    for node in onnx_ir.traversal.RecursiveGraphIterator(program.model.graph):
+        node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
+    return program
 
 
 def first_forward_arg(model: torch.nn.Module) -> str:
