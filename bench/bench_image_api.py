@@ -4,7 +4,7 @@ Measured for the model `load_classifier("auto")` picks (digits when the ImageNet
 the ResNet-50 *architecture* at 224×224 — the source's compute. Without cached ImageNet weights that network has
 seeded random weights: its predictions are meaningless, but its latency is that of the real model (same layers,
 same input size), and no weights are downloaded. Each backend's in-process and HTTP calls alternate one by one,
-so both see the same machine load.
+so both see the same machine load; eager and onnxruntime alternate in blocks (see `paired_calls`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from course_lib.vision.backends import OnnxBackend, TorchBackend
 from course_lib.vision.classifier import Classifier, imagenet_weights_path
 
 NAME = "image_api"
+BLOCK = 10  # eager and onnxruntime alternate in blocks of this many calls
 
 
 def resnet50_compute() -> Classifier:
@@ -74,12 +75,13 @@ def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, Latenc
             local, remote = paired_calls(in_process_call(classifier, backend, photo), over_http, n=n, warmup=warmup)
         out[f"{backend_name} in-process"], out[f"{backend_name} http"] = local, remote
     eager, onnx = (in_process_call(classifier, backends[b], photo) for b in ("torch", "onnx"))
-    out["eager"], out["onnxruntime"] = paired_calls(eager, onnx, n=n, warmup=warmup)
+    # In blocks: each runtime's threads spin for a moment after a call and would slow the other one down.
+    out["eager"], out["onnxruntime"] = paired_calls(eager, onnx, n=n, warmup=warmup, block=BLOCK)
     threads = torch.get_num_threads()
     onnx_1 = in_process_call(classifier, OnnxBackend(classifier, threads=1), photo)
     torch.set_num_threads(1)
     try:
-        out["eager 1 thread"], out["onnxruntime 1 thread"] = paired_calls(eager, onnx_1, n=n, warmup=warmup)
+        out["eager 1 thread"], out["onnxruntime 1 thread"] = paired_calls(eager, onnx_1, n=n, warmup=warmup, block=BLOCK)
     finally:
         torch.set_num_threads(threads)
     return out
