@@ -21,7 +21,7 @@ from course_lib.apps.iris_fastapi import (
     load_simple_nn,
     save_state_dict,
 )
-from course_lib.apps.iris_schemas import MAX_BATCH, IrisFeatures
+from course_lib.apps.iris_schemas import MAX_BATCH, MAX_CM, IrisFeatures
 from course_lib.data import IRIS_CLASSES, iris_rows
 from course_lib.models import train_iris_forest, train_simple_nn
 from course_lib.servers import serve
@@ -106,12 +106,21 @@ def test_zero_is_a_valid_measurement(server):
     assert requests.post(server.url + "/predict", json={"features": [0, 0, 0, 0]}, timeout=10).status_code == 200
 
 
+def test_the_largest_accepted_measurement_gets_a_probability(server):
+    response = requests.post(server.url + "/predict", json={"features": [MAX_CM] * 4}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert 0 <= response.json()["confidence"] <= 1
+
+
 BAD_PREDICT = {
     "NaN literal": ('{"features": [NaN, 3.5, 1.4, 0.2]}', "finite_number"),
     "Infinity literal": ('{"features": [5.1, Infinity, 1.4, 0.2]}', "finite_number"),
     "-Infinity literal": ('{"features": [5.1, 3.5, -Infinity, 0.2]}', "finite_number"),
     "number overflowing to inf": ('{"features": [1e999, 3.5, 1.4, 0.2]}', "finite_number"),
     "negative measurement": ('{"features": [5.1, -3.5, 1.4, 0.2]}', "greater_than_equal"),
+    "longer than a metre": ('{"features": [5.1, 3.5, 1.4, 100.5]}', "less_than_equal"),
+    "overflows float32 (was a 500)": ('{"features": [5.1, 3.5, 1.4, 1e308]}', "less_than_equal"),
+    "inf logits, NaN probability (was a 500)": ('{"features": [5.1, 3.5, 1.4, 3.5e38]}', "less_than_equal"),
     "string number": ('{"features": ["5.1", 3.5, 1.4, 0.2]}', "float_type"),
     "word": ('{"features": ["abc", 3.5, 1.4, 0.2]}', "float_type"),
     "boolean": ('{"features": [true, 3.5, 1.4, 0.2]}', "float_type"),

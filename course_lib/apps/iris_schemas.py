@@ -11,15 +11,19 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["N_FEATURES", "MAX_BATCH", "Feature", "FeatureRow", "IrisFeatures", "IrisBatch",
+__all__ = ["N_FEATURES", "MAX_BATCH", "MAX_CM", "Feature", "FeatureRow", "IrisFeatures", "IrisBatch",
            "PredictionResponse", "BatchResponse", "HealthResponse"]
 
 N_FEATURES = 4
 MAX_BATCH = 100
 EXAMPLE_FEATURES = [5.1, 3.5, 1.4, 0.2]
+# No iris part is a metre long. The bound also keeps the network's float32 logits finite: 1e308 overflows
+# float32 and 3e38 gives inf logits and a NaN probability (both were 500s before this bound).
+MAX_CM = 100.0
 
-# One measurement in cm: a JSON number (strict: no "5.1" strings, no true/false), finite (no NaN/Infinity), ≥ 0.
-Feature = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+# One measurement in cm: a JSON number (strict: no "5.1" strings, no true/false), finite (no NaN/Infinity),
+# between 0 and MAX_CM.
+Feature = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_CM)]
 # One flower: exactly 4 measurements (sepal length, sepal width, petal length, petal width).
 FeatureRow = Annotated[list[Feature], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
 
