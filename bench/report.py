@@ -20,7 +20,7 @@ class Row:
 
     def cells(self) -> list[str]:
         """The row as table cells."""
-        value = f"{self.value:.2f}" if abs(self.value) < 1e4 else f"{self.value:.3g}"
+        value = f"{self.value:.2f}" if 0.1 <= abs(self.value) < 1e4 or self.value == 0 else f"{self.value:.3g}"
         return [self.benchmark, self.metric, f"{value} {self.unit}".strip(), self.goal]
 
 
