@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import io
-import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from course_lib.apps.image_api import MAX_BODY_BYTES, create_app
@@ -100,12 +101,45 @@ def test_onnx_and_torch_backends_agree(servers, name):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-3)
 
 
-def test_inference_runs_off_the_event_loop():
-    """Blocking model calls must run in the thread pool: the prediction endpoints are plain `def` functions."""
-    app = create_app(load_classifier("digits"))
-    endpoints = {route.path: route.endpoint for route in app.routes if hasattr(route, "endpoint")}
-    for path in ("/predict", "/predict/base64", "/health"):
-        assert not inspect.iscoroutinefunction(endpoints[path]), path
+class GatedModel(torch.nn.Module):
+    """The real digits network behind a gate: forward() waits until the test opens it (an inference that takes long)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Signal that inference started, wait for the gate, then run the real model."""
+        self.entered.set()
+        if not self.gate.wait(timeout=60):
+            raise RuntimeError("gate never opened")
+        return self.model(x)
+
+
+@pytest.mark.parametrize("route", ["/predict", "/predict/base64"])
+def test_health_answers_while_an_inference_is_still_running(classifier, route):
+    """Blocking inference runs in the thread pool: the event loop keeps answering other requests meanwhile."""
+    gated = GatedModel(classifier.model)
+    gated.gate.set()  # create_app's warm-up call passes
+    app = create_app(dataclasses.replace(classifier, model=gated))
+    gated.gate.clear()
+    gated.entered.clear()
+    data = SAMPLES["digit_0.png"]
+    with serve(app) as server, ThreadPoolExecutor(1) as pool:
+        if route == "/predict":
+            pending = pool.submit(upload, server.url, "digit_0.png", data)
+        else:
+            pending = pool.submit(requests.post, server.url + route, json={"image": encode_base64(data)}, timeout=60)
+        try:
+            assert gated.entered.wait(timeout=30), "the prediction never reached the model"
+            health = requests.get(server.url + "/health", timeout=10)  # a blocked event loop would not answer
+            assert health.status_code == 200 and not pending.done()
+        finally:
+            gated.gate.set()
+        response = pending.result(timeout=60)
+    assert response.status_code == 200 and response.json()["top_class"] == "0"
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
