@@ -240,3 +240,24 @@ def test_download_weights_command_uses_the_hub_cache(empty_torch_home):
     )
     assert result.returncode == 0, result.stderr
     assert str(path) in result.stdout
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated"])
+def test_a_broken_cached_weights_file_makes_auto_fall_back_and_imagenet_explain(empty_torch_home, monkeypatch, content):
+    from torchvision.models import resnet50
+
+    path = imagenet_weights_path()
+    path.parent.mkdir(parents=True)
+    if content == "garbage":
+        path.write_bytes(b"this is not a checkpoint")
+    else:
+        buffer = io.BytesIO()
+        torch.save(resnet50().state_dict(), buffer)
+        path.write_bytes(buffer.getvalue()[:1_000_000])  # an interrupted download
+    classifier = load_classifier("auto")
+    assert classifier.name == "digits" and "cached ImageNet weights cannot be loaded" in classifier.description
+    with pytest.raises(WeightsUnavailableError, match="python -m course_lib download-weights"):
+        load_classifier("imagenet", download=False)
+    monkeypatch.setenv(MODEL_ENV, "imagenet")  # forced: no silent fallback
+    with pytest.raises(WeightsUnavailableError, match="python -m course_lib download-weights"):
+        load_classifier("auto", download=False)

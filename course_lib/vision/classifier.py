@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def imagenet_classifier(download: bool = True) -> Classifier:
         raise WeightsUnavailableError(_how_to_get_weights(path, "they are not cached"))
     try:
         model = resnet50(weights=weights)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a broken file is a RuntimeError
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # URLError is an OSError; broken files
         raise WeightsUnavailableError(_how_to_get_weights(path, f"{type(exc).__name__}: {exc}")) from None
     model.eval()
     return Classifier(
@@ -148,7 +149,19 @@ def resolve_model_name(name: str = "auto") -> str:
 def load_classifier(name: str = "auto", download: bool = True, verbose: bool = False) -> Classifier:
     """Load "imagenet", "digits" or "auto" ($COURSE_IMAGE_MODEL overrides name); `auto` never downloads."""
     chosen = resolve_model_name(name)
-    classifier = imagenet_classifier(download=download) if chosen == "imagenet" else digits_classifier()
+    automatic = (os.environ.get(MODEL_ENV, "").strip().lower() or name) == "auto"
+    if chosen == "digits":
+        classifier = digits_classifier()
+    elif not automatic:
+        classifier = imagenet_classifier(download=download)
+    else:  # auto: the cached weights, never a download; a broken cache file falls back to digits
+        try:
+            classifier = imagenet_classifier(download=False)
+        except WeightsUnavailableError:
+            classifier = digits_classifier()
+            classifier.description += (
+                f"; auto chose digits because the cached ImageNet weights cannot be loaded (re-run `{DOWNLOAD_COMMAND}`)"
+            )
     if verbose:
         print(f"image model: {classifier.name} — {classifier.description}")
     return classifier
