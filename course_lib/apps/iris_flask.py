@@ -158,10 +158,16 @@ def create_app(
     if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
         raise TypeError(f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})")
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no /static route (the package's static/ is another app's)
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.config["IRIS_MODEL"] = model
     app.json.sort_keys = False  # keep the source's key order: prediction, class_id, probabilities
+
+    @app.before_request
+    def refuse_large_bodies() -> None:
+        """413 for a declared body over the limit on every endpoint, even one that never reads its body."""
+        if request.content_length is not None and request.content_length > max_content_length:
+            raise RequestEntityTooLarge()
 
     @app.get("/health")
     def health() -> Response:
