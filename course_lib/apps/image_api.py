@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from course_lib.vision import ImageError, decode_base64, decode_image, load_classifier, prediction
@@ -28,6 +28,52 @@ class Base64Image(BaseModel):
     """Body of POST /predict/base64: {"image": "<base64>"} with or without a data:image/...;base64, prefix."""
 
     image: str
+
+
+class TopClass(BaseModel):
+    """One of the top-k classes and its probability."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: str = Field(alias="class")
+    probability: float = Field(ge=0, le=1)
+
+
+class Prediction(BaseModel):
+    """Answer of both predict routes."""
+
+    top_class: str
+    confidence: float = Field(ge=0, le=1)
+    top_5: list[TopClass]
+    inference_time_ms: float = Field(ge=0)
+    model: str
+    backend: str
+
+
+class Health(BaseModel):
+    """Answer of GET /health."""
+
+    status: str
+    model: str
+    description: str
+    backend: str
+    classes: int
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a message, plus the failing fields for a 422."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
+# Documented in the OpenAPI schema so that clients (and the schema fuzzing test) know every answer's shape.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "not a readable image: empty, truncated or bad Base64"},
+    413: {"model": ErrorBody, "description": "body, file or pixel count over the limit"},
+    415: {"model": ErrorBody, "description": "not one of the allowed image formats"},
+    422: {"model": ErrorBody, "description": "the request does not have the documented fields"},
+}
 
 
 class BodySizeLimit:
@@ -96,6 +142,11 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        """A server fault → 500 JSON without details (uvicorn still logs the traceback for the operator)."""
+        return JSONResponse({"error": "internal server error; the failure was logged on the server"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # The input is not echoed back: a NaN or huge value in it would break the JSON answer.
@@ -113,7 +164,7 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
     def demo_page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         """Liveness and which model/backend this server runs."""
         return {
@@ -124,12 +175,12 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
             "classes": len(classifier.categories),
         }
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Prediction, responses=ERRORS)
     def predict(file: UploadFile = File(...)) -> dict[str, Any]:
         """Classify an uploaded image (multipart field `file`)."""
         return classify(file.file.read(MAX_IMAGE_BYTES + 1))
 
-    @app.post("/predict/base64")
+    @app.post("/predict/base64", response_model=Prediction, responses=ERRORS)
     def predict_base64(body: Base64Image) -> dict[str, Any]:
         """Classify a Base64 image sent as JSON {"image": "..."}."""
         return classify(decode_base64(body.image))

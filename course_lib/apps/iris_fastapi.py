@@ -167,6 +167,11 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A server fault → 500 JSON without details (uvicorn still logs the traceback for the operator)."""
+    return JSONResponse({"detail": "internal server error; the failure was logged on the server"}, status_code=500)
+
+
 def create_app(
     model: Any = None,
     *,
@@ -185,6 +190,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(LocalOnlyDocs)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)
     app.state.classifier = classifier
 
     @app.get("/health", response_model=HealthResponse)
