@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from bench.report import Row
 from course_lib.apps.async_pitfall import STYLES, create_pitfall_app, health_under_load
 from course_lib.models import train_simple_nn
@@ -16,7 +18,7 @@ def run(quick: bool = False) -> list[Row]:
     net, _ = train_simple_nn()
     n = 20 if quick else 60
     p99 = {}
-    for style in STYLES:
+    for style in tqdm(STYLES, desc="endpoint styles", leave=False):
         with serve(create_pitfall_app(style, net, work_s=WORK_S)) as server:
             p99[style] = health_under_load(server.url, n=n, clients=CLIENTS).p99
     rows = [Row("async_pitfall", f"/health p99, predict as {style} ({CLIENTS} clients, {WORK_S * 1000:.0f} ms work)", value, "ms")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from tqdm.auto import tqdm
 
 from bench.report import Row
 from course_lib.apps.iris_flask import create_app
@@ -47,7 +48,7 @@ def run(quick: bool = False) -> list[Row]:
         with serve(create_app(model)) as server, requests.Session() as http:
             url = server.url + "/predict"
             calls["http"] = lambda: http.post(url, json=BODY, timeout=30).raise_for_status()
-            for i in range(n + 5):
+            for i in tqdm(range(n + 5), desc="sklearn / onnx / http", leave=False):
                 for label, call in calls.items():
                     duration = _timed(call)
                     if i >= 5:  # warm-up

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from bench.report import Row
 from course_lib.apps import iris_fastapi, iris_flask
 from course_lib.bench import LatencyStats, http_latency
@@ -20,7 +22,7 @@ def measure(n: int, rounds: int) -> dict[str, LatencyStats]:
     walls: dict[str, float] = {}
     with serve(apps["Flask"]) as flask_server, serve(apps["FastAPI"]) as fastapi_server:
         urls = {"Flask": flask_server.url, "FastAPI": fastapi_server.url}
-        for _ in range(rounds):
+        for _ in tqdm(range(rounds), desc="Flask vs FastAPI rounds", leave=False):
             for name, url in urls.items():
                 for mode, concurrency in [("sequential", 1), (f"{CONCURRENCY} clients", CONCURRENCY)]:
                     stats = http_latency("POST", url + "/predict", n=n * concurrency, concurrency=concurrency, json=BODY)

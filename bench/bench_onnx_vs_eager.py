@@ -61,7 +61,8 @@ def _alternate(
     x_np = x.numpy()
     with torch.inference_mode():
         np.testing.assert_allclose(onnx_run(session, x_np)[0], model(x).numpy(), atol=1e-3)  # same model, checked
-        eager, ort = paired_calls(lambda: model(x), lambda: onnx_run(session, x_np), n=n, warmup=warmup, block=block)
+        eager, ort = paired_calls(lambda: model(x), lambda: onnx_run(session, x_np), n=n, warmup=warmup, block=block,
+                                  progress=True, desc=f"eager vs onnxruntime, {tuple(x.shape)}")
     return eager.p50, ort.p50
 
 

@@ -104,7 +104,8 @@ def time_calls(
 
 
 def paired_calls(
-    first: Callable[[], Any], second: Callable[[], Any], n: int = 100, warmup: int = 5, block: int = 1
+    first: Callable[[], Any], second: Callable[[], Any], n: int = 100, warmup: int = 5, block: int = 1,
+    progress: bool = False, desc: str | None = None,
 ) -> tuple[LatencyStats, LatencyStats]:
     """Time first() and second() alternately so both see the same machine load; return both stats.
 
@@ -117,14 +118,16 @@ def paired_calls(
     for _ in range(warmup):
         first()
         second()
-    while len(a) < n:
-        for fn, samples in ((first, a), (second, b)):
-            if block > 1:
-                fn()
-            for _ in range(min(block, n - len(samples))):
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
+    with tqdm(total=2 * n, desc=desc, disable=not progress, leave=False) as bar:
+        while len(a) < n:
+            for fn, samples in ((first, a), (second, b)):
+                if block > 1:
+                    fn()
+                for _ in range(min(block, n - len(samples))):
+                    t0 = time.perf_counter()
+                    fn()
+                    samples.append(time.perf_counter() - t0)
+                    bar.update()
     return LatencyStats.from_seconds(a), LatencyStats.from_seconds(b)
 
 
