@@ -107,6 +107,13 @@ def start_stop_cycles(make_server: Callable[[], Any], good: Callable[[str], requ
     }
 
 
+def assert_lifecycle_clean(counts: dict[str, int], cycles: int) -> None:
+    """No thread, file descriptor or listening port left behind, and every in-flight request came to an end."""
+    assert counts["threads_after"] <= counts["threads_before"], counts
+    assert counts["fds_after"] <= counts["fds_before"], counts
+    assert counts["ports_still_listening"] == 0 and counts["in_flight_requests"] == cycles // 2, counts
+
+
 def _answer_or_error(good: Callable[[str], requests.Response], url: str) -> object:
     """The status of a request, or the exception that cut it off."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from fuzz import fuzz_openapi
-from hardening import bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import assert_lifecycle_clean, bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
 from soak import Call, assert_clean, soak
 
 from course_lib.apps.iris_fastapi import MAX_BODY_BYTES, create_app
@@ -77,9 +77,7 @@ def test_start_stop_cycles_with_requests_in_flight_leak_nothing(net, record_prop
     counts = start_stop_cycles(lambda: serve(app), lambda url: requests.post(url + "/predict", json=GOOD, timeout=10),
                                cycles=12)
     record_property("measured", f"lifecycle iris_fastapi (12 cycles): {counts}")
-    assert counts["threads_after"] <= counts["threads_before"], counts
-    assert counts["fds_after"] <= counts["fds_before"], counts
-    assert counts["ports_still_listening"] == 0 and counts["in_flight_requests"] == 6, counts
+    assert_lifecycle_clean(counts, cycles=12)
 
 
 def test_binds_loopback(server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from hardening import bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import assert_lifecycle_clean, bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
 from soak import Call, assert_clean, soak
 
 from course_lib.apps.iris_flask import MAX_CONTENT_LENGTH, create_app
@@ -67,9 +67,7 @@ def test_start_stop_cycles_with_requests_in_flight_leak_nothing(model, record_pr
     counts = start_stop_cycles(lambda: serve(app), lambda url: requests.post(url + "/predict", json=GOOD, timeout=10),
                                cycles=30)
     record_property("measured", f"lifecycle iris_flask (30 cycles): {counts}")
-    assert counts["threads_after"] <= counts["threads_before"], counts
-    assert counts["fds_after"] <= counts["fds_before"], counts
-    assert counts["ports_still_listening"] == 0 and counts["in_flight_requests"] == 15, counts
+    assert_lifecycle_clean(counts, cycles=30)
 
 
 def test_binds_loopback_and_never_runs_the_debugger(model):

@@ -10,7 +10,7 @@ import requests
 from fastapi import FastAPI
 from flask import Flask, abort, request
 from fuzz import fuzz_openapi
-from hardening import error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import assert_lifecycle_clean, error_body_problem, leaks, oversized_answers, start_stop_cycles
 from pydantic import BaseModel
 from schemathesis.core.failures import FailureGroup
 from soak import Call, assert_clean, soak
@@ -147,6 +147,8 @@ def test_start_stop_cycles_catch_a_listening_socket_left_open():
         counts = start_stop_cycles(LeakyServer, lambda url: requests.get(url + "/openapi.json", timeout=10), cycles=2)
         assert counts["ports_still_listening"] == 2
         assert counts["fds_after"] > counts["fds_before"]
+        with pytest.raises(AssertionError):
+            assert_lifecycle_clean(counts, cycles=2)
     finally:
         for sock in LeakyServer.leaked:
             sock.close()

@@ -6,7 +6,7 @@ import pytest
 import requests
 from fuzz import fuzz_openapi
 from schemathesis.checks import positive_data_acceptance
-from hardening import bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import assert_lifecycle_clean, bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
 from soak import Call, assert_clean, soak
 from test_image_api import NOISE_PNG, png_header_claiming
 
@@ -87,9 +87,7 @@ def test_start_stop_cycles_with_requests_in_flight_leak_nothing(classifier, reco
     counts = start_stop_cycles(lambda: serve(app), lambda url: requests.post(url + "/predict", **upload(SAMPLES["digit_2.png"]), timeout=30),
                                cycles=10)
     record_property("measured", f"lifecycle image_api (10 cycles): {counts}")
-    assert counts["threads_after"] <= counts["threads_before"], counts
-    assert counts["fds_after"] <= counts["fds_before"], counts
-    assert counts["ports_still_listening"] == 0 and counts["in_flight_requests"] == 5, counts
+    assert_lifecycle_clean(counts, cycles=10)
 
 
 def test_binds_loopback(server):
