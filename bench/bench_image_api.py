@@ -77,17 +77,21 @@ def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, Latenc
                 session.post(url, files=files, timeout=60).raise_for_status()
 
             local, remote = paired_calls(
-                in_process_call(classifier, backend, photo), over_http, n=n, warmup=warmup, block=BLOCK
+                in_process_call(classifier, backend, photo), over_http, n=n, warmup=warmup, block=BLOCK,
+                progress=True, desc=f"{backend_name}: in-process vs HTTP",
             )
         out[f"{backend_name} in-process"], out[f"{backend_name} http"] = local, remote
     eager, onnx = (in_process_call(classifier, backends[b], photo) for b in ("torch", "onnx"))
     # In blocks: each runtime's threads spin for a moment after a call and would slow the other one down.
-    out["eager"], out["onnxruntime"] = paired_calls(eager, onnx, n=n, warmup=warmup, block=BLOCK)
+    out["eager"], out["onnxruntime"] = paired_calls(eager, onnx, n=n, warmup=warmup, block=BLOCK,
+                                                    progress=True, desc="eager vs onnxruntime")
     threads = torch.get_num_threads()
     onnx_1 = in_process_call(classifier, OnnxBackend(classifier, threads=1), photo)
     torch.set_num_threads(1)
     try:
-        out["eager 1 thread"], out["onnxruntime 1 thread"] = paired_calls(eager, onnx_1, n=n, warmup=warmup, block=BLOCK)
+        out["eager 1 thread"], out["onnxruntime 1 thread"] = paired_calls(
+            eager, onnx_1, n=n, warmup=warmup, block=BLOCK, progress=True, desc="eager vs onnxruntime, 1 thread"
+        )
     finally:
         torch.set_num_threads(threads)
     return out
