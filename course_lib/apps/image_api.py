@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from course_lib.apps.body_limit import BodySizeLimit
 from course_lib.vision import ImageError, decode_base64, decode_image, load_classifier, prediction
 from course_lib.vision.backends import make_backend
 from course_lib.vision.classifier import Classifier
@@ -21,7 +22,6 @@ from course_lib.vision.decoding import MAX_IMAGE_BYTES
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024  # a Base64 image at the limit plus JSON/multipart framing
-DRAIN_LIMIT = 64 * 1024 * 1024  # read (and discard) at most this much of an oversized body before answering
 
 
 class Base64Image(BaseModel):
@@ -76,52 +76,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class BodySizeLimit:
-    """ASGI middleware: answer 413 JSON when a request body is larger than max_bytes (declared or streamed)."""
-
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Buffer the body up to the limit, then pass it on, or answer 413 / 400."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and not declared.isdigit():
-            await self._error(400, "invalid Content-Length header", scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more and size <= DRAIN_LIMIT:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size <= self.max_bytes:
-                chunks.append(body)
-            more = message.get("more_body", False)
-        if size > self.max_bytes:
-            await self._error(413, f"the request body is larger than {self.max_bytes} bytes", scope, receive, send)
-            return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _error(status: int, message: str, scope: dict, receive: Any, send: Any) -> None:
-        await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
-
-
 def create_app(classifier: Classifier | None = None, backend: str = "torch") -> FastAPI:
     """Build the API around a classifier (default: load_classifier()) served by the "torch" or "onnx" backend."""
     classifier = classifier or load_classifier()
@@ -132,7 +86,8 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
         description=f"{classifier.description}; backend: {engine.name}",
         version="1.0",
     )
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, key="error",
+                       message="the request body is larger than {limit} bytes")
 
     @app.exception_handler(ImageError)
     def image_error(request: Request, exc: ImageError) -> JSONResponse:
