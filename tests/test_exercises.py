@@ -7,7 +7,16 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from course_lib.exercises.build import ROOT, RAISES_TAG, build_exercises, exercise_notebook, stale_exercises, strip_solutions
+from course_lib.exercises.build import (
+    HEADER_ID,
+    RAISES_TAG,
+    ROOT,
+    MarkerError,
+    build_exercises,
+    exercise_notebook,
+    stale_exercises,
+    strip_solutions,
+)
 from course_lib.exercises.checking import check, run_checks
 
 SOLUTION_IN_FUNCTION = '''def double(x: int) -> int:
@@ -22,20 +31,35 @@ print(double)'''
 
 def test_block_inside_a_function_becomes_an_indented_raise():
     source, top_level = strip_solutions(SOLUTION_IN_FUNCTION)
-    assert "    raise NotImplementedError()\n\nprint(double)" in source
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError()\n\nprint(double)" in source
     assert "x * 2" not in source and "SOLUTION" not in source
     assert top_level is False
 
 
 def test_block_at_top_level_is_reported_so_the_cell_gets_tagged():
     source, top_level = strip_solutions("a = 1\n### BEGIN SOLUTION\nb = a + 1\n### END SOLUTION")
-    assert source == "a = 1\nraise NotImplementedError()"
+    assert source == "a = 1\n# YOUR CODE HERE\nraise NotImplementedError()"
     assert top_level is True
 
 
-def test_unbalanced_markers_are_an_error():
-    with pytest.raises(ValueError, match="unbalanced"):
-        strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("x = 0\n### BEGIN SOLUTION\nx = 1\n", r"cell 7, line 2: ### BEGIN SOLUTION is never closed"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n", r"cell 7, line 2: nested .* opened at line 1"),
+        ("x = 1\n### END SOLUTION\n", r"cell 7, line 2: ### END SOLUTION without a ### BEGIN SOLUTION"),
+    ],
+    ids=["unclosed", "nested", "stray-end"],
+)
+def test_marker_mistakes_name_the_cell_and_line(source, message):
+    with pytest.raises(MarkerError, match=message):
+        strip_solutions(source, where="solutions/01_demo.ipynb, cell 7")
+
+
+def test_marker_mistake_in_a_notebook_names_file_and_cell():
+    solution = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("### BEGIN SOLUTION\nx = 2")])
+    with pytest.raises(MarkerError, match=r"solutions/01_demo.ipynb, cell 1, line 1"):
+        exercise_notebook(solution, "01_demo.ipynb")
 
 
 def test_exercise_notebook_clears_outputs_and_tags_raising_cells():
@@ -43,11 +67,13 @@ def test_exercise_notebook_clears_outputs_and_tags_raising_cells():
         new_code_cell(SOLUTION_IN_FUNCTION, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="x")]),
         new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", execution_count=4),
     ])
-    exercise = exercise_notebook(solution)
-    assert [c.outputs for c in exercise.cells] == [[], []]
-    assert [c.execution_count for c in exercise.cells] == [None, None]
-    assert "tags" not in exercise.cells[0].metadata
-    assert exercise.cells[1].metadata["tags"] == [RAISES_TAG]
+    exercise = exercise_notebook(solution, "01_demo.ipynb")
+    header, *cells = exercise.cells
+    assert header.id == HEADER_ID and "solutions/01_demo.ipynb" in header.source and "make exercises" in header.source
+    assert [c.outputs for c in cells] == [[], []]
+    assert [c.execution_count for c in cells] == [None, None]
+    assert "tags" not in cells[0].metadata
+    assert cells[1].metadata["tags"] == [RAISES_TAG]
     assert solution.cells[0].outputs, "the solution notebook itself must not be modified"
 
 

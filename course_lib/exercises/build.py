@@ -6,10 +6,13 @@ import re
 from pathlib import Path
 
 import nbformat
+from nbformat.v4 import new_markdown_cell
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
+PLACEHOLDER = "# YOUR CODE HERE\nraise NotImplementedError()"
 RAISES_TAG = "raises-exception"
+HEADER_ID = "generated-header"
 _BLOCK = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*(?P<eol>\n|$)",
     re.MULTILINE | re.DOTALL,
@@ -17,29 +20,57 @@ _BLOCK = re.compile(
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def strip_solutions(source: str) -> tuple[str, bool]:
-    """Replace each solution block with `raise NotImplementedError()`; say whether one is at top level."""
+class MarkerError(ValueError):
+    """A solution block that is nested, unclosed or closed without being opened."""
+
+
+def check_markers(source: str, where: str = "cell") -> None:
+    """Raise MarkerError naming the line of the first nested, unclosed or stray solution marker."""
+    opened_at = None
+    for number, line in enumerate(source.splitlines(), start=1):
+        if BEGIN in line:
+            if opened_at is not None:
+                raise MarkerError(f"{where}, line {number}: nested {BEGIN} (the block opened at line {opened_at} is not closed)")
+            opened_at = number
+        elif END in line:
+            if opened_at is None:
+                raise MarkerError(f"{where}, line {number}: {END} without a {BEGIN} before it")
+            opened_at = None
+    if opened_at is not None:
+        raise MarkerError(f"{where}, line {opened_at}: {BEGIN} is never closed by {END}")
+
+
+def strip_solutions(source: str, where: str = "cell") -> tuple[str, bool]:
+    """Replace each solution block with the placeholder; say whether one is at top level."""
+    check_markers(source, where)
     top_level = False
 
     def replace(match: re.Match[str]) -> str:
         nonlocal top_level
         indent = match.group("indent")
         top_level = top_level or indent == ""
-        return f"{indent}raise NotImplementedError()" + match.group("eol")
+        return "\n".join(indent + line for line in PLACEHOLDER.splitlines()) + match.group("eol")
 
-    stripped = _BLOCK.sub(replace, source)
-    if BEGIN in stripped or END in stripped:
-        raise ValueError(f"unbalanced solution markers in cell:\n{source}")
-    return stripped, top_level
+    return _BLOCK.sub(replace, source), top_level
 
 
-def exercise_notebook(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Return the exercise version of a solution notebook: answers removed, outputs cleared."""
+def generated_header(solution_name: str) -> nbformat.NotebookNode:
+    """The first cell of every exercise notebook: where it comes from, and that edits belong in solutions/."""
+    cell = new_markdown_cell(
+        f"> **自動生成ファイル**: このノートブックは `solutions/{solution_name}` から `make exercises` で生成されています。\n"
+        "> 演習の答えはここに書いてかまいませんが、教材そのものを直すときは `solutions/` を編集して生成し直してください。"
+    )
+    cell.id = HEADER_ID
+    return cell
+
+
+def exercise_notebook(solution: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """Return the exercise version of a solution notebook: header added, answers removed, outputs cleared."""
     notebook = nbformat.from_dict(solution)
-    for cell in notebook.cells:
+    for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
-        cell.source, raises = strip_solutions(cell.source)
+        cell.source, raises = strip_solutions(cell.source, where=f"solutions/{name}, cell {index}")
         cell.outputs = []
         cell.execution_count = None
         tags = [t for t in cell.metadata.get("tags", []) if t != RAISES_TAG]
@@ -49,6 +80,7 @@ def exercise_notebook(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.metadata["tags"] = tags
         else:
             cell.metadata.pop("tags", None)
+    notebook.cells.insert(0, generated_header(name))
     return notebook
 
 
@@ -57,7 +89,13 @@ def _render(notebook: nbformat.NotebookNode) -> str:
     return nbformat.writes(notebook) + "\n"
 
 
+def _exercise_text(source: Path) -> str:
+    """The exercise notebook, as text, that the generator makes from one solution file."""
+    return _render(exercise_notebook(nbformat.read(source, as_version=4), source.name))
+
+
 def _pairs(solutions: Path, exercises: Path) -> list[tuple[Path, Path]]:
+    """Each solution notebook with the exercise file it generates."""
     return [(path, exercises / path.name) for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb"))]
 
 
@@ -66,7 +104,7 @@ def build_exercises(solutions: Path = ROOT / "solutions", exercises: Path = ROOT
     exercises.mkdir(exist_ok=True)
     written = []
     for source, target in _pairs(solutions, exercises):
-        text = _render(exercise_notebook(nbformat.read(source, as_version=4)))
+        text = _exercise_text(source)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
             written.append(target)
@@ -79,7 +117,7 @@ def stale_exercises(solutions: Path = ROOT / "solutions", exercises: Path = ROOT
     expected = set()
     for source, target in _pairs(solutions, exercises):
         expected.add(target.name)
-        text = _render(exercise_notebook(nbformat.read(source, as_version=4)))
+        text = _exercise_text(source)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             stale.append(target.name)
     stale += sorted(p.name for p in exercises.glob("*.ipynb") if p.name not in expected)
