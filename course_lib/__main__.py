@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# A Jupyter config folder searched before the user's: it turns off JupyterLab's news and update check (the
+# announcements plugin), which asks every new learner to opt in to a feed an offline classroom cannot fetch.
+LAB_CONFIG = Path(__file__).resolve().parent / "jupyter_config"
 
 
 def lab_command(extra: list[str]) -> list[str]:
@@ -21,6 +24,13 @@ def lab_command(extra: list[str]) -> list[str]:
         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # containers run as root
         *extra,
     ]
+
+
+def lab_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `make lab` starts JupyterLab with: the course's Jupyter config folder searched first."""
+    env = dict(os.environ if environ is None else environ)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(LAB_CONFIG), env.get("JUPYTER_CONFIG_PATH")]))
+    return env
 
 
 def _exercises(args: argparse.Namespace) -> int:
@@ -45,7 +55,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _lab(args: argparse.Namespace) -> int:
     command = lab_command(args.jupyter_args)
-    os.execv(command[0], command)
+    os.execve(command[0], command, lab_environment())
     return 0  # not reached
 
 

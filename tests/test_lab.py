@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 
 import pytest
@@ -43,6 +45,13 @@ def test_notebooks_are_listed_by_the_contents_api(lab):
     assert names == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
 
 
+def test_lab_does_not_ask_learners_about_jupyter_news(lab):
+    """The announcements plugin (news feed opt-in popup, update check) is disabled in the page config."""
+    page = requests.get(f"{lab.url}/lab", params={"token": TOKEN}, timeout=30).text
+    config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', page, re.S)[1])
+    assert "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"]
+
+
 def test_lab_refuses_requests_without_the_token(lab):
     assert requests.get(f"{lab.url}/api/contents/notebooks", timeout=30).status_code == 403
 
@@ -54,3 +63,4 @@ def test_lab_opens_notebook_00_in_a_real_browser(lab, page):
     # Only the notebook this URL opened: a workspace may restore other notebooks in background tabs.
     heading = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownOutput h1").first
     assert heading.inner_text(timeout=30_000).startswith("00 環境構築")
+    assert page.get_by_text("official Jupyter news").count() == 0
