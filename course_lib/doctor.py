@@ -9,15 +9,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from course_lib.lock import FIX_COMMAND, installed_differences
+
 PACKAGES = ["torch", "torchvision", "onnxruntime", "onnx", "scikit-learn", "fastapi", "flask", "uvicorn", "pydantic"]
-RESNET50_FILE = "resnet50-11ad3fa6.pth"  # ResNet50_Weights.IMAGENET1K_V2 (= DEFAULT)
 
 
-def imagenet_weights_path() -> Path:
-    """Where torchvision keeps (or would keep) the ResNet-50 ImageNet weights (see course_lib.vision)."""
-    from course_lib.vision.classifier import imagenet_weights_path as weights_path
-
-    return weights_path()
+def locked_versions_line(differences: list[str]) -> str:
+    """One line for the report: all packages as locked, or which differ and the command that fixes them."""
+    if not differences:
+        return "as in requirements-lock.txt"
+    return f"{len(differences)} differ from requirements-lock.txt — fix: {FIX_COMMAND}\n  " + "\n  ".join(differences)
 
 
 def doctor_report() -> dict[str, str]:
@@ -34,6 +35,8 @@ def doctor_report() -> dict[str, str]:
     report["torch threads"] = str(torch.get_num_threads())
     report["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"
     report["mps (Apple GPU)"] = "yes" if torch.backends.mps.is_available() else "no"
+    from course_lib.vision.classifier import imagenet_weights_path
+
     weights = imagenet_weights_path()
     report["imagenet resnet50 weights"] = "cached" if weights.exists() else "not cached"
     try:
@@ -42,6 +45,7 @@ def doctor_report() -> dict[str, str]:
         report["image model (auto)"] = resolve_model_name("auto")
     except ValueError as exc:  # a wrong COURSE_IMAGE_MODEL value
         report["image model (auto)"] = f"error: {exc}"
+    report["locked versions"] = locked_versions_line(installed_differences())
     report["free disk (GB)"] = f"{shutil.disk_usage(Path.cwd()).free / 1e9:.1f}"
     return report
 
