@@ -1,0 +1,186 @@
+"""The notebook-00 exercise checks accept the solutions and reject the mistakes a learner is likely to make."""
+
+import pytest
+import requests
+from fastapi import FastAPI
+from flask import Flask, request
+
+from course_lib.exercises import checks_00
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("check", [checks_00.check_echo_app, checks_00.check_add_app, checks_00.check_health_probe])
+def test_an_unfinished_exercise_is_reported_as_not_implemented(check):
+    with pytest.raises(NotImplementedError):
+        check(not_implemented)
+
+
+# Exercise 1: POST /echo
+
+
+def echo_app(method: str = "post", answer=lambda body: {"echo": body}) -> Flask:
+    """The solution's echo app; method and answer let a test make a learner's mistake."""
+    app = Flask("echo")
+
+    @app.route("/echo", methods=[method.upper()])
+    def echo():
+        return answer(request.get_json(silent=True))
+
+    return app
+
+
+def test_echo_check_accepts_the_solution():
+    checks_00.check_echo_app(echo_app)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (lambda: echo_app(method="get"), "ステータスが 405 です.*@app.post"),
+        (lambda: echo_app(answer=lambda body: body), "応答が"),
+        (lambda: echo_app(answer=lambda body: {"echo": request.get_data(as_text=True)}), "応答が"),
+        (lambda: echo_app(answer=lambda body: {"echo": dict(body)}), "ステータスが 500 です.*トレースバック"),  # only objects work
+    ],
+    ids=["GET instead of POST", "body not wrapped", "raw text echoed", "arrays fail"],
+)
+def test_echo_check_rejects_a_mistake(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        checks_00.check_echo_app(mistake)
+
+
+# Exercise 2: GET /add
+
+
+def add_app(kind=float) -> FastAPI:
+    """The solution's add app with a chosen type hint for a and b (None: no hint, converted by hand)."""
+    app = FastAPI()
+    if kind is None:
+
+        @app.get("/add")
+        def add_untyped(a, b):
+            return {"sum": float(a) + float(b)}
+
+    else:
+
+        @app.get("/add")
+        def add(a: kind, b: kind):  # type: ignore[valid-type]
+            return {"sum": a + b}
+
+    return app
+
+
+def test_add_check_accepts_the_solution():
+    checks_00.check_add_app(add_app)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [(int, "ステータスが 422"), (str, "float"), (None, "422 を期待")],
+    ids=["int hints refuse 2.5", "str hints concatenate", "no hints: abc is a 500"],
+)
+def test_add_check_rejects_a_mistake(kind, message):
+    with pytest.raises(AssertionError, match=message):
+        checks_00.check_add_app(lambda: add_app(kind))
+
+
+# Exercise 3: the health probe
+
+
+def solution(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_health_check_accepts_the_solution():
+    checks_00.check_health_probe(solution)
+
+
+def any_reply(url):
+    try:
+        requests.get(url + "/health", timeout=2)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def wrong_path(url):
+    try:
+        return requests.get(url + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def below_500(url):
+    try:
+        return requests.get(url + "/health", timeout=2).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def not_404(url):
+    try:
+        return requests.get(url + "/health", timeout=2).status_code != 404
+    except requests.RequestException:
+        return False
+
+
+def no_try(url):
+    return requests.get(url + "/health", timeout=2).status_code == 200
+
+
+def connection_errors_only(url):
+    try:
+        return requests.get(url + "/health", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def the_response(url):
+    try:
+        return requests.get(url + "/health", timeout=2)
+    except requests.RequestException:
+        return False
+
+
+def no_timeout(url):
+    try:
+        return requests.get(url + "/health").status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def long_timeout(url):
+    try:
+        return requests.get(url + "/health", timeout=30).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        (any_reply, "404（そのパスがない）のサーバーで True"),
+        (wrong_path, "200 と答えるサーバーで False"),
+        (below_500, "404（そのパスがない）のサーバーで True"),
+        (not_404, "500（サーバー内部のエラー）のサーバーで True"),
+        (no_try, "動いていないポートで例外 ConnectionError"),
+        (connection_errors_only, "応答しないサーバーで例外 ReadTimeout"),
+        (the_response, "True か False（bool）を返してください"),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_health_check_rejects_a_mistake(probe, message):
+    with pytest.raises(AssertionError, match=message):
+        checks_00.check_health_probe(probe)
+
+
+@pytest.mark.parametrize("probe", [no_timeout, long_timeout], ids=lambda f: f.__name__)
+def test_health_check_rejects_a_probe_that_waits_too_long_and_ends_itself(probe, monkeypatch):
+    monkeypatch.setattr(checks_00, "PROBE_LIMIT_S", 3.0)  # the probe never returns in time: no need to wait 10 s
+    with pytest.raises(AssertionError, match="3 秒たっても返りませんでした"):
+        checks_00.check_health_probe(probe)
