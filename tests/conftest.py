@@ -1,21 +1,32 @@
-"""Shared fixtures: a headless Chromium page for browser tests (skip on a learner's machine, fail in CI)."""
+"""Shared test set-up: the browser rule (skip on a learner's machine, fail in CI), a Chromium page, measured figures."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from helpers import require_chromium
 
-from course_lib.browser import HOW_TO_ENABLE, chromium_page, chromium_path
+from course_lib.browser import chromium_page, chromium_path
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the `page` fixture is a browser test, marked or not, so the browser rule applies to it."""
+    for item in items:
+        if "page" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """The one browser rule for every test marked `browser`, applied before its fixtures start any server."""
+    if item.get_closest_marker("browser"):
+        require_chromium(chromium_path(), os.environ)
 
 
 @pytest.fixture
 def page():
     """A Playwright page in Debian's headless Chromium."""
-    if chromium_path() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but " + HOW_TO_ENABLE)
-        pytest.skip(HOW_TO_ENABLE)
     with chromium_page() as page:
         yield page
 

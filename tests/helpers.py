@@ -1,10 +1,32 @@
-"""Small helpers for the tests: resource counts for leak checks."""
+"""Small helpers for the tests: resource counts for leak checks, the rule for tests that need a browser."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Mapping
+
+import pytest
+
+from course_lib.browser import HOW_TO_ENABLE
+
+# Values of the CI variable that mean "not in CI"; any other non-empty value (true, 1, yes, a CI's name) means CI.
+NOT_CI = {"", "0", "false", "no", "off"}
+
+
+def running_in_ci(environ: Mapping[str, str]) -> bool:
+    """True when the CI variable is set to anything but an empty or false-like value (case and spaces ignored)."""
+    return environ.get("CI", "").strip().lower() not in NOT_CI
+
+
+def require_chromium(chromium: str | None, environ: Mapping[str, str]) -> str:
+    """The Chromium path; without one, fail in CI (the browser tests must run there) and skip elsewhere."""
+    if chromium is not None:
+        return chromium
+    if running_in_ci(environ):
+        pytest.fail(f"CI={environ['CI']!r} but " + HOW_TO_ENABLE, pytrace=False)
+    pytest.skip(HOW_TO_ENABLE)
 
 
 def open_fds() -> int:
