@@ -3,7 +3,10 @@ figures (always labelled 「教科書」 in the prose) and design constants a no
 stem; tests/test_prose_figures.py reads this list."""
 
 SOURCE_FIGURES: dict[str, list[str]] = {
-    "00_setup": [],
+    "00_setup": [
+        "100 MB",  # a fact, not a measurement: torchvision's ResNet-50 weights file (resnet50-11ad3fa6.pth) is ~98 MiB
+        "10 秒",  # design constant: checks_00.PROBE_LIMIT_S, how long the health-probe check waits for one call
+    ],
     "01_lifecycle_and_deployment_patterns": [],
     "02_flask_inference_api": [],
     "03_fastapi_inference_api": [],
