@@ -42,7 +42,8 @@ def test_echo_check_accepts_the_solution():
         (lambda: echo_app(method="get"), "ステータスが 405 です.*@app.post"),
         (lambda: echo_app(answer=lambda body: body), "応答が"),
         (lambda: echo_app(answer=lambda body: {"echo": request.get_data(as_text=True)}), "応答が"),
-        (lambda: echo_app(answer=lambda body: {"echo": dict(body)}), "ステータスが 500 です.*トレースバック"),  # only objects work
+        # dict(body) works for objects only: the array body crashes the app
+        (lambda: echo_app(answer=lambda body: {"echo": dict(body)}), "ステータスが 500 です.*トレースバック"),
     ],
     ids=["GET instead of POST", "body not wrapped", "raw text echoed", "arrays fail"],
 )

@@ -24,9 +24,9 @@ def check_echo_app(create_app: Callable[[], Any]) -> None:
     with serve(app) as server, requests.Session() as session:
         for body in bodies:
             response = session.post(server.url + "/echo", json=body, timeout=10)
-            hint = "サーバーで例外が起きました。出力されたトレースバックを見てください" if response.status_code >= 500 else (
-                '@app.post("/echo") にしましたか？'
-            )
+            hint = '@app.post("/echo") にしましたか？'
+            if response.status_code >= 500:
+                hint = "サーバーで例外が起きました。出力されたトレースバックを見てください"
             assert response.status_code == 200, (
                 f"{body!r} を POST /echo に送ったときのステータスが {response.status_code} です（200 を期待。{hint}）"
             )
@@ -48,7 +48,9 @@ def check_add_app(create_app: Callable[[], Any]) -> None:
     assert good.json() == {"sum": 6.5}, (
         f"/add?a=2.5&b=4 の応答が {good.json()} でした（{{'sum': 6.5}} を期待。a と b を float にしましたか？）"
     )
-    assert bad.status_code == 422, f"a=abc のとき 422 を期待しましたが {bad.status_code} でした（型ヒントを付けましたか？）"
+    assert bad.status_code == 422, (
+        f"a=abc のとき 422 を期待しましたが {bad.status_code} でした（型ヒントを付けましたか？）"
+    )
 
 
 def _health_app(status: int, release: threading.Event | None = None) -> Flask:
@@ -117,7 +119,7 @@ def _expect(is_healthy: Callable[[str], bool], url: str, expected: bool, situati
     """is_healthy(url) returns exactly the bool expected (not a response, a status code or None)."""
     value = _probe(is_healthy, url, situation)
     assert isinstance(value, bool), f"{situation}で {value!r} が返りました。True か False（bool）を返してください"
-    hint = "GET {url}/health の 200 だけを健康とみなしてください" if not expected else "GET {url}/health を呼んでいますか？"
+    hint = "GET {url}/health を呼んでいますか？" if expected else "GET {url}/health の 200 だけを健康とみなしてください"
     assert value is expected, f"{situation}で {value} が返りました（{expected} を期待。{hint}）"
 
 
