@@ -1,4 +1,4 @@
-"""The iris FastAPI app (course_lib.apps.iris_fastapi) over real HTTP: answers, 4xx for every bad input, docs, model I/O."""
+"""The iris FastAPI app (course_lib.apps.iris_fastapi) over real HTTP: answers, 4xx for bad input, docs, model I/O."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from course_lib.apps.iris_fastapi import (
     load_simple_nn,
     save_state_dict,
 )
-from course_lib.apps.iris_schemas import MAX_BATCH, MAX_CM, IrisFeatures
+from course_lib.apps.iris_schemas import MAX_BATCH, MAX_CM
 from course_lib.data import IRIS_CLASSES, iris_rows
 from course_lib.models import train_iris_forest, train_simple_nn
 from course_lib.servers import serve
@@ -50,6 +50,20 @@ def assert_still_serves(server) -> None:
     assert response.json()["class_name"] == "setosa"
 
 
+def strict_json(text: str) -> object:
+    """Parse standard JSON only: NaN, Infinity and -Infinity literals fail the test."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+
+def network_answers(net, rows) -> list[dict]:
+    """The answers /predict must give for rows, computed here from the network itself (softmax, argmax)."""
+    with torch.inference_mode():
+        probs = torch.softmax(net(torch.tensor(np.asarray(rows), dtype=torch.float32)), dim=1)
+    best = probs.argmax(dim=1).tolist()
+    return [{"prediction": b, "class_name": IRIS_CLASSES[b], "confidence": pytest.approx(float(p[b]), rel=1e-5)}
+            for p, b in zip(probs, best)]
+
+
 def test_health(server):
     response = requests.get(server.url + "/health", timeout=10)
     assert response.status_code == 200
@@ -75,41 +89,45 @@ def test_trained_network_separates_the_three_classes(server):
 
 def test_answers_match_the_network_in_process(server, net):
     rows = iris_rows(25, seed=4)
-    with torch.inference_mode():
-        probs = torch.softmax(net(torch.from_numpy(rows)), dim=1).numpy()
     with requests.Session() as session:
-        for row, p in zip(rows, probs):
-            body = session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
-            assert body["prediction"] == int(p.argmax())
-            assert body["confidence"] == pytest.approx(float(p.max()), rel=1e-5)
+        answers = [session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
+                   for row in rows]
+    assert answers == network_answers(net, rows)
+    assert len({answer["prediction"] for answer in answers}) == 3  # the rows cover every class
 
 
-def test_batch_keeps_order_and_matches_single_answers(server):
-    rows = iris_rows(MAX_BATCH, seed=9).tolist()
-    with requests.Session() as session:
-        batch = session.post(server.url + "/predict/batch", json={"instances": rows}, timeout=10)
-        assert batch.status_code == 200
-        predictions = batch.json()["predictions"]
-        assert len(predictions) == MAX_BATCH
-        for row, item in list(zip(rows, predictions))[:10]:
-            single = session.post(server.url + "/predict", json={"features": row}, timeout=10).json()
-            assert item["prediction"] == single["prediction"]
-            assert item["confidence"] == pytest.approx(single["confidence"], rel=1e-6)
+def test_batch_keeps_order_and_matches_the_network(server, net):
+    rows = iris_rows(MAX_BATCH, seed=9)
+    batch = requests.post(server.url + "/predict/batch", json={"instances": rows.tolist()}, timeout=10)
+    assert batch.status_code == 200
+    assert batch.json() == {"predictions": network_answers(net, rows)}
+    reversed_batch = requests.post(server.url + "/predict/batch", json={"instances": rows[::-1].tolist()}, timeout=10)
+    assert reversed_batch.json()["predictions"] == network_answers(net, rows)[::-1]
 
 
-def test_integers_are_accepted_as_numbers(server):
+def test_integers_are_accepted_as_numbers(server, net):
     response = requests.post(server.url + "/predict", data='{"features": [6, 3, 5, 2]}', headers=JSON, timeout=10)
     assert response.status_code == 200
+    assert response.json() == network_answers(net, [[6.0, 3.0, 5.0, 2.0]])[0]
 
 
-def test_zero_is_a_valid_measurement(server):
-    assert requests.post(server.url + "/predict", json={"features": [0, 0, 0, 0]}, timeout=10).status_code == 200
+def test_zero_is_a_valid_measurement(server, net):
+    response = requests.post(server.url + "/predict", json={"features": [0, 0, 0, 0]}, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == network_answers(net, [[0.0] * 4])[0]
 
 
-def test_the_largest_accepted_measurement_gets_a_probability(server):
+def test_the_largest_accepted_measurement_gets_the_networks_answer(server, net):
     response = requests.post(server.url + "/predict", json={"features": [MAX_CM] * 4}, timeout=10)
     assert response.status_code == 200, response.text
-    assert 0 <= response.json()["confidence"] <= 1
+    assert response.json() == network_answers(net, [[MAX_CM] * 4])[0]
+
+
+def test_the_next_number_above_the_largest_measurement_is_refused(server):
+    just_over = float(np.nextafter(MAX_CM, np.inf))
+    response = requests.post(server.url + "/predict", json={"features": [5.1, 3.5, 1.4, just_over]}, timeout=10)
+    assert response.status_code == 422
+    assert [(e["type"], e["loc"]) for e in response.json()["detail"]] == [("less_than_equal", ["body", "features", 3])]
 
 
 BAD_PREDICT = {
@@ -150,15 +168,14 @@ def test_bad_input_gets_422_json_and_the_server_keeps_serving(server, case):
     response = requests.post(server.url + "/predict", data=body, headers=JSON, timeout=10)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/json"
-    detail = json.loads(response.text)["detail"]  # strict parse would fail on a bare NaN in the echo
+    detail = strict_json(response.text)["detail"]  # a bare NaN/Infinity echoed back would fail here
     assert error_type in [error["type"] for error in detail], detail
-    assert "NaN" not in response.text.replace('"NaN"', "") and "Infinity" not in response.text.replace('"Infinity"', "").replace('"-Infinity"', "")
     assert_still_serves(server)
 
 
 def test_nan_echo_is_strict_json(server):
     response = requests.post(server.url + "/predict", data='{"features": [NaN, 1, 1, 1]}', headers=JSON, timeout=10)
-    detail = json.loads(response.text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))["detail"]
+    detail = strict_json(response.text)["detail"]
     assert detail[0]["input"] == "NaN" and detail[0]["loc"] == ["body", "features", 0]
 
 
@@ -168,7 +185,8 @@ def test_error_points_at_the_bad_element(server):
 
 
 def test_text_plain_body_is_refused(server):
-    response = requests.post(server.url + "/predict", data=json.dumps({"features": GOOD}), headers={"Content-Type": "text/plain"}, timeout=10)
+    response = requests.post(server.url + "/predict", data=json.dumps({"features": GOOD}),
+                             headers={"Content-Type": "text/plain"}, timeout=10)
     assert response.status_code == 422 and response.json()["detail"][0]["type"] == "model_attributes_type"
 
 
@@ -182,20 +200,25 @@ def test_huge_body_gets_413_json(server):
 def test_huge_body_without_content_length_gets_413(server):
     chunks = (b" " * 4096 for _ in range(MAX_BODY_BYTES // 4096 + 2))  # a generator is sent chunked
     response = requests.post(server.url + "/predict", data=chunks, headers=JSON, timeout=30)
-    assert response.status_code == 413 and "detail" in response.json()
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json() == {"detail": f"request body too large (limit: {MAX_BODY_BYTES} bytes)"}
     assert_still_serves(server)
 
 
-def test_body_just_under_the_limit_is_read(server):
+def test_body_of_exactly_the_limit_is_read(server, net):
     body = json.dumps({"features": GOOD}).ljust(MAX_BODY_BYTES)
+    assert len(body) == MAX_BODY_BYTES
     response = requests.post(server.url + "/predict", data=body, headers=JSON, timeout=30)
     assert response.status_code == 200
+    assert response.json() == network_answers(net, [GOOD])[0]
 
 
-def test_deeply_nested_json_is_a_4xx(server):
+def test_deeply_nested_json_is_a_400(server):
     body = '{"features": ' + "[" * 5000 + "]" * 5000 + "}"
     response = requests.post(server.url + "/predict", data=body, headers=JSON, timeout=30)
-    assert 400 <= response.status_code < 500 and "detail" in response.json()
+    assert response.status_code == 400
+    assert response.json() == {"detail": "There was an error parsing the body"}
     assert_still_serves(server)
 
 
@@ -227,23 +250,31 @@ def test_nan_in_a_batch_row_is_a_422_with_its_position(server):
 
 
 @pytest.mark.parametrize(
-    "method, path, status",
-    [("GET", "/nowhere", 404), ("GET", "/predict", 405), ("DELETE", "/health", 405), ("PUT", "/predict/batch", 405)],
+    "method, path, status, detail, allow",
+    [("GET", "/nowhere", 404, "Not Found", None),
+     ("GET", "/predict", 405, "Method Not Allowed", "POST"),
+     ("DELETE", "/health", 405, "Method Not Allowed", "GET"),
+     ("PUT", "/predict/batch", 405, "Method Not Allowed", "POST")],
 )
-def test_unknown_paths_and_methods_are_json(server, method, path, status):
+def test_unknown_paths_and_methods_are_json(server, method, path, status, detail, allow):
     response = requests.request(method, server.url + path, timeout=10)
     assert response.status_code == status
-    assert "detail" in response.json()
+    assert response.json() == {"detail": detail}
+    assert response.headers.get("allow") == allow
 
 
-def test_concurrent_clients_all_get_answers(server):
-    rows = iris_rows(40, seed=2).tolist()
+def test_concurrent_clients_get_the_networks_answers(server, net):
+    rows = iris_rows(40, seed=2)
 
-    def call(row):
-        return requests.post(server.url + "/predict", json={"features": row}, timeout=30).status_code
+    def call(row: np.ndarray) -> dict:
+        response = requests.post(server.url + "/predict", json={"features": row.tolist()}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
 
     with ThreadPoolExecutor(8) as pool:
-        assert set(pool.map(call, rows)) == {200}
+        answers = list(pool.map(call, rows))
+    assert answers == network_answers(net, rows)
+    assert len({answer["prediction"] for answer in answers}) == 3  # a mix-up between clients would show
 
 
 def test_openapi_lists_the_operations_and_the_schema_rules(server):
@@ -273,53 +304,62 @@ def test_state_dict_round_trip_gives_the_same_answers(tmp_path, net):
     with torch.inference_mode():
         assert torch.equal(net(X), loaded(X))
     with serve(create_app(path)) as srv:
-        body = requests.post(srv.url + "/predict", json={"features": GOOD}, timeout=10).json()
-    assert body["class_name"] == "setosa"
+        body = requests.post(srv.url + "/predict/batch", json={"instances": X.tolist()}, timeout=10).json()
+    assert body == {"predictions": network_answers(net, X)}
 
 
 def test_weights_only_load_refuses_a_pickled_module(tmp_path, net):
     path = tmp_path / "whole_module.pt"
     torch.save(net, path)  # the whole object, i.e. pickled code
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_simple_nn(path)
 
 
 def test_a_scikit_learn_model_can_be_served_too():
     forest = train_iris_forest()[0]
+    rows = iris_rows(20, seed=5)
+    probs = forest.predict_proba(rows.astype(np.float64))
     with serve(create_app(forest)) as srv:
         assert requests.get(srv.url + "/health", timeout=10).json()["model"] == "RandomForestClassifier"
-        body = requests.post(srv.url + "/predict", json={"features": GOOD}, timeout=10).json()
-    assert body["class_name"] == "setosa"
+        answers = [requests.post(srv.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
+                   for row in rows]
+    assert answers == [{"prediction": int(p.argmax()), "class_name": IRIS_CLASSES[int(p.argmax())],
+                        "confidence": pytest.approx(float(p.max()))} for p in probs]
 
 
-def test_torch_classifier_probabilities_sum_to_one(net):
-    probs = TorchIrisClassifier(net).predict_proba(iris_rows(5).astype(np.float64))
-    assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1.0)
+def test_torch_classifier_gives_the_networks_softmax(net):
+    rows = iris_rows(5)
+    probs = TorchIrisClassifier(net).predict_proba(rows.astype(np.float64))
+    with torch.inference_mode():
+        expected = torch.softmax(net(torch.from_numpy(rows)), dim=1).numpy()
+    assert probs.shape == (5, 3) and probs.dtype == np.float64
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
 
 
 def test_model_of_wrong_kind_is_refused():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"must be an nn.Module, a state-dict path or have predict_proba \(got object"):
         create_app(model=object())
 
 
-def test_schema_model_dump_json_is_the_v2_name():
-    assert IrisFeatures(features=GOOD).model_dump_json() == '{"features":[5.1,3.5,1.4,0.2]}'
-
-
 def test_json_safe_replaces_non_finite_numbers():
-    assert json_safe({"a": [float("nan"), float("inf"), -float("inf"), 1.5]}) == {"a": ["NaN", "Infinity", "-Infinity", 1.5]}
+    values = {"a": [float("nan"), float("inf"), -float("inf"), 1.5], "b": {"c": (float("nan"),)}}
+    assert json_safe(values) == {"a": ["NaN", "Infinity", "-Infinity", 1.5], "b": {"c": ["NaN"]}}
 
 
 @pytest.mark.parametrize("style", STYLES)
 def test_every_pitfall_style_answers_correctly(net, style):
+    rows = iris_rows(6, seed=1)
     with serve(create_pitfall_app(style, net, work_s=0.0)) as srv:
         assert requests.get(srv.url + "/health", timeout=10).json() == {"status": "healthy", "style": style}
-        assert requests.post(srv.url + "/predict", json={"features": GOOD}, timeout=10).json()["class_name"] == "setosa"
-        assert requests.post(srv.url + "/predict", json={"features": [1, 2]}, timeout=10).status_code == 422
+        answers = [requests.post(srv.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
+                   for row in rows]
+        short = requests.post(srv.url + "/predict", json={"features": [1, 2]}, timeout=10)
+    assert answers == network_answers(net, rows)
+    assert short.status_code == 422 and short.json()["detail"][0]["type"] == "too_short"
 
 
 def test_pitfall_style_must_be_known():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"style must be one of \('blocking', 'def', 'threadpool'\), got 'fast'"):
         create_pitfall_app("fast")  # type: ignore[arg-type]
 
 
