@@ -75,10 +75,19 @@ def test_answers_match_the_model_in_process(server, model):
             assert [body["probabilities"][name] for name in IRIS_CLASSES] == pytest.approx(probs.tolist())
 
 
-def test_integers_and_a_charset_in_the_content_type_are_accepted(server):
-    response = post(server, data='{"features": [6, 3, 5, 2]}', headers={"Content-Type": "application/json; charset=utf-8"})
+def model_answer(model, row) -> dict:
+    """The answer /predict must give for one row, computed here from the model itself."""
+    probs = model.predict_proba(np.asarray([row], dtype=np.float64))[0]
+    best = int(np.argmax(probs))
+    return {"prediction": IRIS_CLASSES[best], "class_id": best,
+            "probabilities": {name: pytest.approx(float(p)) for name, p in zip(IRIS_CLASSES, probs)}}
+
+
+def test_integers_and_a_charset_in_the_content_type_are_accepted(server, model):
+    response = post(server, data='{"features": [6, 3, 5, 2]}',
+                    headers={"Content-Type": "application/json; charset=utf-8"})
     assert response.status_code == 200
-    assert response.json()["prediction"] in IRIS_CLASSES
+    assert response.json() == model_answer(model, [6.0, 3.0, 5.0, 2.0])
 
 
 def test_extra_keys_are_ignored(server):
@@ -122,7 +131,8 @@ BAD_REQUESTS = {
                   "Infinity"),
     "1e999 overflows to infinity": ({"data": b'{"features": [1e999, 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
                                     "invalid_features", "finite"),
-    "3.5e38 overflows float32": ({"json": {"features": [5.1, 3.5, 1.4, 3.5e38]}}, 400, "invalid_features", "features[3]"),
+    "3.5e38 overflows float32": ({"json": {"features": [5.1, 3.5, 1.4, 3.5e38]}}, 400, "invalid_features",
+                                 "features[3]"),
     "-1e300": ({"json": {"features": [-1e300, 3.5, 1.4, 0.2]}}, 400, "invalid_features", "finite"),
     "a 400-digit integer": ({"data": b'{"features": [1' + b"0" * 400 + b', 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
                             "invalid_features", "finite"),
@@ -225,13 +235,16 @@ def test_a_model_without_predict_proba_or_not_fitted_is_refused_at_start():
 
 def test_concurrent_clients_get_correct_answers(server, model):
     rows = iris_rows(40, seed=7)
-    expected = model.predict(rows.astype(np.float64)).tolist()
 
-    def ask(row: np.ndarray) -> int:
-        return requests.post(server.url + "/predict", json={"features": row.tolist()}, timeout=30).json()["class_id"]
+    def ask(row: np.ndarray) -> dict:
+        response = requests.post(server.url + "/predict", json={"features": row.tolist()}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
 
     with ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(ask, rows)) == expected
+        answers = list(pool.map(ask, rows))
+    assert answers == [model_answer(model, row) for row in rows]
+    assert len({answer["class_id"] for answer in answers}) == 3  # a mix-up between clients would show
 
 
 def test_flask_test_client_gives_the_same_answers_in_process(model):
@@ -269,8 +282,8 @@ def test_any_json_body_gets_200_or_a_4xx_json_error_never_500(server):
     from hypothesis import strategies as st
 
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(), inner, max_size=4),
-                          max_leaves=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6)
+                          | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20)
     bodies = values | st.fixed_dictionaries({"features": values}) | st.fixed_dictionaries(
         {"features": st.lists(scalars | st.floats(), min_size=3, max_size=5)})
     session = requests.Session()
