@@ -19,13 +19,26 @@ import pandas as pd
 from course_lib.bench import LatencyStats
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
 
-__all__ = ["SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "pattern_table", "plot_patterns"]
+__all__ = [
+    "SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "pattern_table", "table_for_reading",
+    "plot_patterns",
+]
 
-# The source's typical latency per pattern, in ms (low, high): minutes–hours / tens of ms–seconds / ms.
+# The source's typical latency per pattern: a range in ms for the plot, and the source's words (Japanese, shown
+# to learners): minutes–hours / tens of ms–seconds / milliseconds.
 SOURCE_ORDERS: dict[str, tuple[float, float, str]] = {
-    "batch": (60_000.0, 3_600_000.0 * 3, "minutes–hours (the whole job)"),
-    "real-time": (10.0, 1_000.0, "tens of ms – seconds (per request)"),
-    "edge": (1.0, 10.0, "ms (per call)"),
+    "batch": (60_000.0, 3_600_000.0 * 3, "数分〜数時間（ジョブ全体）"),
+    "real-time": (10.0, 1_000.0, "数十 ms〜数秒（1 リクエスト）"),
+    "edge": (1.0, 10.0, "ms 単位（1 回の推論）"),
+}
+REFERENCE = "(reference) scikit-learn in process"
+# Row and column labels of the table as a learner reads it (the table itself keeps identifier-like keys).
+PATTERN_LABELS = {
+    "batch": "バッチ", "real-time": "リアルタイム", "edge": "エッジ", REFERENCE: "（参考）scikit-learn",
+}
+COLUMN_LABELS = {
+    "how": "測り方", "wait_ms": "答えまでの時間", "p95_ms": "p95", "ms_per_prediction": "1 推論あたり",
+    "predictions_per_s": "推論/秒", "source_order": "教科書の目安",
 }
 
 
@@ -82,23 +95,36 @@ def pattern_table(batch: BatchResult, realtime: LatencyStats, edge: LatencyStats
                   in_process: LatencyStats | None = None) -> pd.DataFrame:
     """One row per pattern: what the client waits for, per-prediction cost, throughput, and the source's range."""
     rows = [
-        {"pattern": "batch", "how": f"CSV file of {batch.rows:,} rows, one job",
+        {"pattern": "batch", "how": f"{batch.rows:,} 行の CSV ファイルを 1 回のジョブで",
          "wait_ms": batch.seconds * 1000.0, "p95_ms": float("nan"),
          "ms_per_prediction": batch.ms_per_row, "predictions_per_s": batch.rows_per_s},
-        {"pattern": "real-time", "how": f"HTTP POST /predict, {realtime.n} sequential requests",
+        {"pattern": "real-time", "how": f"HTTP の POST /predict を 1 件ずつ順番に {realtime.n} 回",
          "wait_ms": realtime.p50, "p95_ms": realtime.p95,
          "ms_per_prediction": realtime.p50, "predictions_per_s": realtime.throughput},
-        {"pattern": "edge", "how": f"ONNX Runtime in process, {edge.n} single-row calls",
+        {"pattern": "edge", "how": f"ONNX Runtime をプロセス内で 1 行ずつ {edge.n} 回",
          "wait_ms": edge.p50, "p95_ms": edge.p95,
          "ms_per_prediction": edge.p50, "predictions_per_s": edge.throughput},
     ]
     if in_process is not None:
-        rows.append({"pattern": "(reference) scikit-learn in process", "how": f"{in_process.n} single-row calls",
+        rows.append({"pattern": REFERENCE, "how": f"scikit-learn をプロセス内で 1 行ずつ {in_process.n} 回",
                      "wait_ms": in_process.p50, "p95_ms": in_process.p95,
                      "ms_per_prediction": in_process.p50, "predictions_per_s": in_process.throughput})
     table = pd.DataFrame(rows).set_index("pattern")
     table["source_order"] = [SOURCE_ORDERS.get(name, (0, 0, "—"))[2] for name in table.index]
     return table
+
+
+def table_for_reading(table: pd.DataFrame) -> pd.DataFrame:
+    """The pattern table as a learner reads it: Japanese labels, each time with its unit, rates with separators."""
+    shown = pd.DataFrame({
+        "how": table["how"],
+        "wait_ms": table["wait_ms"].map(_format_ms),
+        "p95_ms": table["p95_ms"].map(lambda ms: _format_ms(ms) if np.isfinite(ms) else "—"),
+        "ms_per_prediction": table["ms_per_prediction"].map(_format_ms),
+        "predictions_per_s": table["predictions_per_s"].map("{:,.0f}".format),
+        "source_order": table["source_order"],
+    })
+    return shown.rename(index=PATTERN_LABELS, columns=COLUMN_LABELS).rename_axis("パターン")
 
 
 def plot_patterns(table: pd.DataFrame) -> Any:
@@ -112,7 +138,7 @@ def plot_patterns(table: pd.DataFrame) -> Any:
         low, high, _ = SOURCE_ORDERS.get(name, (np.nan, np.nan, ""))
         if np.isfinite(low):
             wait_ax.barh(y, high - low, left=low, height=0.6, color="tab:blue", alpha=0.15,
-                         label="source's order of magnitude" if y == 0 else None)
+                         label="textbook's order of magnitude" if y == 0 else None)
             values += [low, high]
         wait, p95 = table.loc[name, "wait_ms"], table.loc[name, "p95_ms"]
         if np.isfinite(p95):
@@ -148,4 +174,5 @@ def _format_ms(ms: float) -> str:
         return f"{ms / 1000:.2f} s"
     if ms >= 1:
         return f"{ms:.1f} ms"
-    return f"{ms * 1000:.0f} µs"
+    us = ms * 1000
+    return f"{us:.1f} µs" if us < 100 else f"{us:.0f} µs"
