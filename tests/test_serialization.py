@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import skops.io as sio
 import torch
 import torchvision
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
 from course_lib.models import SimpleNN, train_iris_forest, train_simple_nn
@@ -20,6 +22,7 @@ from course_lib.serialization import (
     PrintOnLoad,
     export_onnx,
     export_sklearn_onnx,
+    compare_formats,
     get_format,
     library_versions,
     measure_format,
@@ -34,6 +37,7 @@ from course_lib.serialization import (
     torch_export_load,
     torch_export_save,
     torch_predictor,
+    torch_thread_count,
     torchscript_load,
     torchscript_save,
     version_mismatches,
@@ -106,7 +110,7 @@ def test_export_onnx_leaves_no_machine_paths_in_the_file(net, tmp_path: Path):
 def test_export_onnx_fixed_batch(net, tmp_path: Path):
     session = onnx_session(export_onnx(net, torch.zeros(1, 4), tmp_path / "fixed.onnx", dynamic_batch=False))
     assert session.get_inputs()[0].shape == [1, 4]
-    with pytest.raises(Exception, match="(?i)dimension|shape"):
+    with pytest.raises(InvalidArgument, match="invalid dimensions for input: x"):
         onnx_run(session, X[:2])
 
 
@@ -214,6 +218,50 @@ def test_measure_format_fills_every_column(forest, tmp_path: Path):
     m = measure_format(get_format("joblib (compress=3)"), forest, tmp_path, X, n=5, load_repeats=2)
     assert m.size_kb > 0 and m.load_ms > 0 and m.p50_batch1_ms > 0 and m.p50_batch64_ms > 0
     assert m.labels_equal and m.max_abs_diff == 0.0
-    assert m.untrusted_safe.startswith("no")
+    assert m.untrusted_safe.startswith("いいえ")
+    assert m.needs_to_load == get_format("joblib (compress=3)").needs_to_load
     with pytest.raises(ValueError, match="64 rows"):
         measure_format(get_format("pickle"), forest, tmp_path, X[:10], n=2)
+
+
+def test_an_unknown_format_name_is_an_error_listing_the_known_ones():
+    with pytest.raises(KeyError, match=r"unknown format 'joblib \(compress=9\)'; known: \['pickle', 'joblib'"):
+        get_format("joblib (compress=9)")
+    assert get_format("joblib (compress=3)") is FORMATS[2]
+
+
+def test_export_onnx_keeps_the_sources_input_and_output_names(net, tmp_path: Path):
+    names = {"input_names": ["features"], "output_names": ["logits"]}
+    path = export_onnx(net, torch.zeros(1, 4), tmp_path / "named.onnx", **names)
+    session = onnx_session(path)
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("features", ["batch", 4])]
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", 3])]
+    (logits,) = session.run(["logits"], {"features": X[:5]})  # the source's own call
+    np.testing.assert_allclose(logits, torch_predictor(net)(X[:5]), atol=1e-5)
+    onnx_format = get_format("ONNX (torch.onnx)")
+    onnx_format.save(net, tmp_path / "format.onnx")
+    assert [i.name for i in onnx_session(tmp_path / "format.onnx").get_inputs()] == ["features"]
+
+
+def test_torch_thread_count_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    other = before + 1
+    with torch_thread_count(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with torch_thread_count(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"), torch_thread_count(other):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+
+
+def test_compare_formats_measures_at_the_given_thread_count(net, forest, tmp_path: Path):
+    seen = []
+    state_dict = get_format("state_dict")
+    spying = dataclasses.replace(state_dict, load=lambda p: seen.append(torch.get_num_threads()) or state_dict.load(p))
+    before = torch.get_num_threads()
+    table = compare_formats(tmp_path, forest, net, X, n=3, load_repeats=1, formats=[spying], torch_threads=1)
+    assert list(table.index) == ["state_dict"] and table.loc["state_dict", "labels_equal"]
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before

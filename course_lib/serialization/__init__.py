@@ -12,7 +12,14 @@ from course_lib.serialization.formats import (
     torchscript_load,
     torchscript_save,
 )
-from course_lib.serialization.measure import Measurement, Parity, compare_formats, measure_format, parity
+from course_lib.serialization.measure import (
+    Measurement,
+    Parity,
+    compare_formats,
+    measure_format,
+    parity,
+    torch_thread_count,
+)
 from course_lib.serialization.metadata import (
     library_versions,
     metadata_path,
@@ -56,6 +63,7 @@ __all__ = [
     "torch_export_load",
     "torch_export_save",
     "torch_predictor",
+    "torch_thread_count",
     "torchscript_load",
     "torchscript_save",
     "version_mismatches",

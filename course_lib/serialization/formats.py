@@ -33,15 +33,18 @@ SKOPS_TRUSTED_FOREST = ["sklearn.tree._tree.Tree"]
 
 @dataclass(frozen=True)
 class Format:
-    """One serialization format: save/load functions and the facts the comparison table reports."""
+    """One serialization format: save/load functions and the facts the comparison table reports.
+
+    The last three fields are what notebook 04's table shows a learner, so they are written in Japanese.
+    """
 
     name: str
     family: str  # "sklearn" or "torch": which model it stores
     suffix: str
     save: Callable[[Any, Path], None]
     load: Callable[[Path], Predictor]
-    needs_code: str  # what must be importable to load it
-    untrusted_safe: str  # is loading a file from a stranger safe?
+    needs_to_load: str  # what the loading side must have installed or importable
+    untrusted_safe: str  # may a file from a stranger be loaded?
     runtimes: str  # which languages/runtimes can load it
 
 
@@ -164,8 +167,8 @@ def torch_export_load(path: str | Path) -> torch.nn.Module:
 
 
 def _torch_onnx_save(model: torch.nn.Module, path: Path) -> None:
-    """Export with export_onnx (dynamic batch, one file)."""
-    export_onnx(model, torch.zeros(1, 4), path)
+    """Export with export_onnx (dynamic batch, one file, the source's input and output names)."""
+    export_onnx(model, torch.zeros(1, 4), path, input_names=["features"], output_names=["logits"])
 
 
 def _torch_onnx_load(path: Path) -> Predictor:
@@ -174,27 +177,29 @@ def _torch_onnx_load(path: Path) -> Predictor:
     return lambda X: onnx_run(session, X)[0]
 
 
-_PY_SKLEARN = "Python + scikit-learn (same version) + the model's classes"
+_PY_SKLEARN = "Python + 保存時と同じ版の scikit-learn + モデルのクラス"
+_RUNS_CODE = "いいえ — 読み込むとコードが動く"
+_LIKE_CODE = "いいえ — コードとして扱う"
+_GRAPH_ONLY = "はい — グラフだけでコードを含まない"
+_ONNX_RUNTIMES = "Python・C/C++・C#・Java・JavaScript・モバイル"
 
 FORMATS: list[Format] = [
-    Format("pickle", "sklearn", ".pkl", _pickle_save, _pickle_load, _PY_SKLEARN,
-           "no — loading runs code", "Python"),
-    Format("joblib", "sklearn", ".joblib", _joblib_save(0), _joblib_load, _PY_SKLEARN,
-           "no — loading runs code", "Python"),
-    Format("joblib (compress=3)", "sklearn", ".joblib", _joblib_save(3), _joblib_load, _PY_SKLEARN,
-           "no — loading runs code", "Python"),
+    Format("pickle", "sklearn", ".pkl", _pickle_save, _pickle_load, _PY_SKLEARN, _RUNS_CODE, "Python"),
+    Format("joblib", "sklearn", ".joblib", _joblib_save(0), _joblib_load, _PY_SKLEARN, _RUNS_CODE, "Python"),
+    Format("joblib (compress=3)", "sklearn", ".joblib", _joblib_save(3), _joblib_load, _PY_SKLEARN, _RUNS_CODE,
+           "Python"),
     Format("skops", "sklearn", ".skops", _skops_save, _skops_load, _PY_SKLEARN,
-           "yes, for the types you list in trusted=", "Python"),
-    Format("ONNX (skl2onnx)", "sklearn", ".onnx", _sklearn_onnx_save, _sklearn_onnx_load, "onnxruntime only",
-           "yes — a graph, no code", "Python, C/C++, C#, Java, JS, mobile"),
-    Format("state_dict", "torch", ".pt", _state_dict_save, _state_dict_load, "PyTorch + the model class",
-           "yes with weights_only=True (default)", "Python"),
+           "trusted= に名指しした型だけなら、はい", "Python"),
+    Format("ONNX (skl2onnx)", "sklearn", ".onnx", _sklearn_onnx_save, _sklearn_onnx_load, "onnxruntime だけ",
+           _GRAPH_ONLY, _ONNX_RUNTIMES),
+    Format("state_dict", "torch", ".pt", _state_dict_save, _state_dict_load, "PyTorch + モデルのクラス",
+           "はい — weights_only=True（既定）なら", "Python"),
     Format("TorchScript", "torch", ".ts", torchscript_save, lambda p: torch_predictor(torchscript_load(p)),
-           "PyTorch (no model class)", "no — treat like code", "Python, C++ (LibTorch)"),
+           "PyTorch だけ（クラスは不要）", _LIKE_CODE, "Python・C++（LibTorch）"),
     Format("torch.export", "torch", ".pt2", torch_export_save, lambda p: torch_predictor(torch_export_load(p)),
-           "PyTorch (no model class)", "no — treat like code", "Python, C++ (AOTInductor)"),
-    Format("ONNX (torch.onnx)", "torch", ".onnx", _torch_onnx_save, _torch_onnx_load, "onnxruntime only",
-           "yes — a graph, no code", "Python, C/C++, C#, Java, JS, mobile"),
+           "PyTorch だけ（クラスは不要）", _LIKE_CODE, "Python・C++（AOTInductor）"),
+    Format("ONNX (torch.onnx)", "torch", ".onnx", _torch_onnx_save, _torch_onnx_load, "onnxruntime だけ",
+           _GRAPH_ONLY, _ONNX_RUNTIMES),
 ]
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from course_lib.bench import time_calls
 from course_lib.serialization.formats import FORMATS, Format, Predictor, sklearn_predictor, torch_predictor
@@ -59,10 +62,43 @@ def load_time_ms(fmt: Format, path: Path, repeats: int = 5) -> tuple[float, Pred
     return float(np.median(durations)) * 1000.0, predictor
 
 
+@contextlib.contextmanager
+def torch_thread_count(threads: int | None) -> Iterator[None]:
+    """Run the block with PyTorch's intra-op thread count set to threads (None: leave it as it is).
+
+    A matmul of a few dozen rows is large enough for PyTorch to split it across its OpenMP threads but far too
+    small to gain from it. On a machine whose other cores are busy, the call then waits until the operating system
+    runs the second thread, often for a whole scheduling slice (tens of ms instead of tens of µs), and which format
+    is hit changes from run to run. One thread measures the format instead of the scheduler.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def measure_format(
-    fmt: Format, model: Any, folder: str | Path, X: np.ndarray, n: int = 200, load_repeats: int = 5
+    fmt: Format,
+    model: Any,
+    folder: str | Path,
+    X: np.ndarray,
+    n: int = 200,
+    load_repeats: int = 5,
+    torch_threads: int | None = None,
 ) -> Measurement:
-    """Save model in fmt under folder, then measure size, load time, latency (batch 1 and 64) and parity on X."""
+    """Save model in fmt under folder, then measure size, load time, latency (batch 1 and 64) and parity on X.
+
+    torch_threads sets PyTorch's intra-op threads while measuring (see `torch_thread_count`; None leaves them as is).
+    """
+    with torch_thread_count(torch_threads):
+        return _measure(fmt, model, folder, X, n, load_repeats)
+
+
+def _measure(fmt: Format, model: Any, folder: str | Path, X: np.ndarray, n: int, load_repeats: int) -> Measurement:
+    """measure_format without the thread setting."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     if len(X) < 64:
         raise ValueError("X needs at least 64 rows (batch 64 is measured)")
@@ -79,7 +115,7 @@ def measure_format(
     p = parity(predictor, reference, X)
     return Measurement(
         fmt.name, type(model).__name__, path.stat().st_size / 1024, load_ms, p50_1, p50_64,
-        p.max_abs_diff, p.labels_equal, fmt.needs_code, fmt.untrusted_safe, fmt.runtimes,
+        p.max_abs_diff, p.labels_equal, fmt.needs_to_load, fmt.untrusted_safe, fmt.runtimes,
     )
 
 
@@ -91,6 +127,7 @@ def compare_formats(
     n: int = 200,
     load_repeats: int = 5,
     formats: list[Format] | None = None,
+    torch_threads: int | None = None,
 ) -> Any:
     """Measure every format (default: FORMATS) and return a pandas DataFrame, one row per format."""
     import pandas as pd
@@ -98,5 +135,6 @@ def compare_formats(
     rows = []
     for fmt in formats or FORMATS:
         model = sklearn_model if fmt.family == "sklearn" else torch_model
-        rows.append(asdict(measure_format(fmt, model, folder, X, n=n, load_repeats=load_repeats)))
+        measurement = measure_format(fmt, model, folder, X, n=n, load_repeats=load_repeats, torch_threads=torch_threads)
+        rows.append(asdict(measurement))
     return pd.DataFrame(rows).set_index("format")

@@ -35,8 +35,19 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path, dynamic_batch: bool = True) -> Path:
-    """Export model to one self-contained .onnx file with torch.onnx.export(dynamo=True); batch axis dynamic."""
+def export_onnx(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    dynamic_batch: bool = True,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+) -> Path:
+    """Export model to one self-contained .onnx file with torch.onnx.export(dynamo=True); batch axis dynamic.
+
+    input_names / output_names name the graph's input and outputs (default: forward's argument name and the
+    exporter's node names); dynamic_shapes always keys on forward's argument name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -48,6 +59,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
             (example,),
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
+            input_names=input_names,
+            output_names=output_names,
             verbose=False,
         )
         strip_source_paths(program)
