@@ -192,8 +192,11 @@ class ThreadServer(Server):
                 self._start_wsgi()
             else:
                 self._start_asgi()
-        except BaseException:
-            self._stop()
+        except BaseException as exc:
+            try:
+                self._stop()
+            except ServerError as stop_error:  # keep the start-up error: it says what went wrong
+                exc.add_note(f"then stopping failed too: {stop_error}")
             self.port = None
             raise
 
@@ -299,6 +302,7 @@ class ScriptServer(Server):
     """A server started as a subprocess, such as `uvicorn app:app --port {port}`."""
 
     kind = "script"
+    stop_timeout = 10.0  # seconds stop() waits after SIGTERM before SIGKILL, and again after SIGKILL
 
     def __init__(
         self,
@@ -375,10 +379,10 @@ class ScriptServer(Server):
         if process is not None and process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
-                process.wait(10)
+                process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+                process.wait(self.stop_timeout)
             except ProcessLookupError:
                 pass
         self.process = None

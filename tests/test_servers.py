@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from contextlib import asynccontextmanager
 
+import psutil
 import pytest
 import requests
 from fastapi import FastAPI
 from flask import Flask
 from helpers import open_fds, settled_thread_count
 
-from course_lib.servers import PortInUseError, ServerError, serve, serve_script
+from course_lib.servers import PortInUseError, ScriptServer, ServerError, serve, serve_script
 
 
-def flask_app() -> Flask:
+class Gate:
+    """Holds a request inside its handler until the test opens it: `entered` is set once the handler runs."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        self.left = threading.Event()
+
+    def hold(self) -> dict:
+        """Handler body: signal entry, wait until opened (30 s at most), signal exit."""
+        self.entered.set()
+        self.opened.wait(30)
+        self.left.set()
+        return {"slow": True}
+
+
+def flask_app(gate: Gate | None = None) -> Flask:
     app = Flask("hello")
 
     @app.get("/health")
@@ -28,13 +46,12 @@ def flask_app() -> Flask:
 
     @app.get("/slow")
     def slow():
-        time.sleep(0.5)
-        return {"slow": True}
+        return (gate or Gate()).hold()
 
     return app
 
 
-def fastapi_app() -> FastAPI:
+def fastapi_app(gate: Gate | None = None) -> FastAPI:
     app = FastAPI()
 
     @app.get("/health")
@@ -43,8 +60,7 @@ def fastapi_app() -> FastAPI:
 
     @app.get("/slow")
     def slow():
-        time.sleep(0.5)
-        return {"slow": True}
+        return (gate or Gate()).hold()
 
     return app
 
@@ -53,7 +69,9 @@ APPS = {"flask": flask_app, "fastapi": fastapi_app}
 
 
 def port_is_free(port: int) -> bool:
+    """True when a new server could listen on the port now (as bind_socket does, TIME_WAIT leftovers allowed)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -118,23 +136,66 @@ def test_asgi_app_failing_at_start_up_reports_its_exception():
     assert settled_thread_count(threads) <= threads
 
 
+def test_asgi_app_that_never_finishes_starting_up_times_out_with_that_message():
+    gate = Gate()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        gate.entered.set()
+        while not gate.opened.is_set():  # start-up stuck (say, a model download) until the test opens the gate
+            await asyncio.sleep(0.01)
+        yield
+
+    threads = threading.active_count()
+    with pytest.raises(ServerError, match="did not start within 1 s"):
+        serve(FastAPI(lifespan=lifespan), timeout=1)
+    assert gate.entered.is_set()
+    gate.opened.set()
+    assert settled_thread_count(threads, timeout=30) <= threads  # the server thread ends once start-up returns
+
+
+def test_asgi_server_whose_event_loop_is_blocked_reports_that_it_did_not_stop():
+    gate = Gate()
+    app = FastAPI()
+
+    @app.get("/block")
+    async def block():
+        return gate.hold()  # WRONG on purpose: blocking inside async def freezes the event loop
+
+    server = serve(app, timeout=1)
+    worker = threading.Thread(target=lambda: _get_or_error(server.url + "/block"))
+    worker.start()
+    try:
+        assert gate.entered.wait(30)
+        with pytest.raises(ServerError, match="the server thread did not stop within 2 s"):
+            server.stop()
+        assert server.running  # still there, so the caller can try again
+    finally:
+        gate.opened.set()
+        worker.join(30)
+    port = server.port
+    server.stop()
+    assert not server.running and port_is_free(port)
+
+
 def test_non_app_is_rejected():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="is neither a WSGI nor an ASGI application"):
         serve(object())
 
 
 @pytest.mark.parametrize("name", APPS)
 def test_stop_during_in_flight_request_does_not_hang(name):
-    server = serve(APPS[name]())
+    gate = Gate()
+    server = serve(APPS[name](gate))
     results = []
     worker = threading.Thread(target=lambda: results.append(_get_or_error(server.url + "/slow")))
     worker.start()
-    time.sleep(0.15)
-    started = time.monotonic()
-    server.stop()
-    worker.join(10)
+    assert gate.entered.wait(30)
+    server.stop()  # returns although a handler is still running
+    assert not gate.left.is_set() and not server.running
+    gate.opened.set()
+    worker.join(30)
     assert not worker.is_alive()
-    assert time.monotonic() - started < 10
     assert len(results) == 1  # answered or cut off, but never left hanging
 
 
@@ -249,7 +310,7 @@ def test_script_servers_run_as_subprocesses(command, tmp_path):
         assert requests.get(server.url + "/health", timeout=5).json()["served_by"] == command.split()[0]
         process = server.process
         port = server.port
-    assert process.poll() is not None
+    assert process.poll() in (0, -signal.SIGTERM)  # SIGTERM was enough: no SIGKILL
     assert port_is_free(port)
 
 
@@ -279,3 +340,54 @@ def test_servers_left_running_are_stopped_when_python_exits():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert port_is_free(int(result.stdout.strip()))
+
+
+# A server that records SIGTERM and ignores it, and starts a child (in its process group) that ignores it too.
+STUBBORN = """
+import http.server, pathlib, signal, subprocess, sys
+here = pathlib.Path(sys.argv[2])
+signal.signal(signal.SIGTERM, lambda *_: (here / "got_sigterm").write_text("yes"))
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "time.sleep(600)"])
+(here / "child_pid").write_text(str(child.pid))
+if sys.argv[1] == "serve":
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[3])), http.server.SimpleHTTPRequestHandler).serve_forever()
+else:
+    while True:  # never listens
+        signal.pause()
+"""
+
+
+def assert_gone(pid: int) -> None:
+    """The process has ended (a zombie waiting for a parent that does not reap it counts as ended)."""
+    try:
+        process = psutil.Process(pid)
+        gone, alive = psutil.wait_procs([process], timeout=10)
+        assert not alive or process.status() == psutil.STATUS_ZOMBIE, f"process {pid} is still running"
+    except psutil.NoSuchProcess:
+        pass
+
+
+def test_stop_kills_a_script_that_ignores_sigterm_and_its_children(tmp_path):
+    (tmp_path / "app.py").write_text(STUBBORN)
+    server = serve_script(["python", "app.py", "serve", str(tmp_path), "{port}"], cwd=tmp_path)
+    server.stop_timeout = 1.0
+    process, port = server.process, server.port
+    child = int((tmp_path / "child_pid").read_text())
+    assert requests.get(server.url + "/app.py", timeout=5).status_code == 200
+    server.stop()
+    assert (tmp_path / "got_sigterm").read_text() == "yes"  # asked politely first
+    assert process.returncode == -signal.SIGKILL  # then killed
+    assert_gone(child)  # the whole process group, not only the server
+    assert not server.running and port_is_free(port)
+
+
+def test_a_script_that_never_answers_times_out_and_is_killed(tmp_path):
+    (tmp_path / "app.py").write_text(STUBBORN)
+    server = ScriptServer(["python", "app.py", "wait", str(tmp_path)], cwd=tmp_path, timeout=5)
+    server.stop_timeout = 1.0
+    with pytest.raises(ServerError, match="the server did not answer within 5 s"):
+        server.start()
+    assert (tmp_path / "got_sigterm").read_text() == "yes"
+    assert_gone(int((tmp_path / "child_pid").read_text()))
+    assert server.process is None and not server.running
