@@ -14,7 +14,7 @@ import numpy as np
 import requests
 from tqdm.auto import tqdm
 
-from bench.report import Row
+from bench.report import Goal, Row
 from course_lib.apps.iris_flask import create_app
 from course_lib.deployment_patterns import score_batch_file, write_batch_file
 from course_lib.models import train_iris_forest
@@ -56,9 +56,10 @@ def run(quick: bool = False) -> list[Row]:
         batch = score_batch_file(model, write_batch_file(Path(folder) / "rows.csv", n_rows), Path(folder) / "out.csv")
     p50 = {label: float(np.median(values)) for label, values in samples.items()}
     return [
-        Row(NAME, "real-time HTTP p50 / batch ms per row", p50["http"] / batch.ms_per_row, goal="≥ 100"),
+        Row(NAME, "real-time HTTP p50 / batch ms per row", p50["http"] / batch.ms_per_row, goal=Goal(">=", 100)),
         Row(NAME, "real-time HTTP p50 / in-process scikit-learn p50 (HTTP overhead)", p50["http"] / p50["sklearn"]),
-        Row(NAME, "scikit-learn p50 / ONNX Runtime p50 (single row, edge)", p50["sklearn"] / p50["onnx"], goal="≥ 10"),
+        Row(NAME, "scikit-learn p50 / ONNX Runtime p50 (single row, edge)", p50["sklearn"] / p50["onnx"],
+            goal=Goal(">=", 10)),
         Row(NAME, f"batch throughput ({n_rows:,} rows, CSV in and out)", batch.rows_per_s, unit="rows/s"),
         Row(NAME, "real-time HTTP p50, 1 client (source: tens of ms – s)", p50["http"], unit="ms"),
         Row(NAME, "edge ONNX Runtime p50, 1 row (source: ms)", p50["onnx"] * 1000.0, unit="µs"),

@@ -1,7 +1,7 @@
 """onnxruntime vs PyTorch eager: p50 latency ratio for the iris SimpleNN and a torchvision ResNet-18.
 
-Both runtimes score the same input, alternately (course_lib.bench.paired_calls), so they see the same machine load. The ResNet-18
-has seeded random weights (no download): its predictions mean nothing, its latency is the real network's.
+Both runtimes score the same input, alternately (course_lib.bench.paired_calls), so they see the same machine load.
+The ResNet-18 has seeded random weights (no download): its predictions mean nothing, its latency is the real network's.
 onnxruntime runs the file export_onnx writes. Each pair is measured twice: with 1 intra-op thread in both
 runtimes, and with both at all cores. On a machine shared with other work, torch's OpenMP threads wait for each
 other at every layer when a core is busy elsewhere, so the all-cores figures swing much more than the 1-thread
@@ -70,7 +70,7 @@ def rows_for(label: str, eager_ms: float, ort_ms: float) -> list[Row]:
     """The ratio and both p50s (in µs below 1 ms) for one model and batch size."""
     scale, unit = (1000.0, "µs") if max(eager_ms, ort_ms) < 1 else (1.0, "ms")
     return [
-        Row(NAME, f"{label}: eager p50 / onnxruntime p50", eager_ms / ort_ms, goal="> 1 means onnxruntime is faster"),
+        Row(NAME, f"{label}: eager p50 / onnxruntime p50 (> 1: onnxruntime faster)", eager_ms / ort_ms),
         Row(NAME, f"{label}: eager p50", eager_ms * scale, unit=unit),
         Row(NAME, f"{label}: onnxruntime p50", ort_ms * scale, unit=unit),
     ]
@@ -92,6 +92,7 @@ def run(quick: bool = False) -> list[Row]:
                 x = torch.from_numpy(iris_rows(batch, seed=batch))
                 p50s = paired_p50(net, nn_path, x, n=200 if quick else 2000, threads=threads)
                 rows += rows_for(f"SimpleNN batch {batch}, {threads} thread(s)", *p50s)
-            p50s = paired_p50(resnet, resnet_path, image, n=8 if quick else 40, threads=threads, warmup=2 if quick else 5)
+            p50s = paired_p50(resnet, resnet_path, image, n=8 if quick else 40, threads=threads,
+                              warmup=2 if quick else 5)
             rows += rows_for(f"ResNet-18 224×224 batch 1, {threads} thread(s)", *p50s)
     return rows
