@@ -171,7 +171,9 @@ def concurrent_calls(
     return LatencyStats.from_seconds(durations, wall, concurrency)
 
 
-def http_caller(method: str, url: str, expect_status: int = 200, **request_kwargs: Any) -> Callable[[], Callable[[], Any]]:
+def http_caller(
+    method: str, url: str, expect_status: int = 200, **request_kwargs: Any
+) -> Callable[[], Callable[[], Any]]:
     """A make_call factory: each thread gets its own requests.Session; a wrong status raises."""
 
     def make_call() -> Callable[[], Any]:

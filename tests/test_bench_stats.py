@@ -1,64 +1,171 @@
-"""course_lib.bench: statistics on known samples, and latency of real HTTP calls."""
+"""course_lib.bench: statistics on known samples, what the timers time, and that concurrent clients overlap."""
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 
-import numpy as np
 import pytest
 from flask import Flask
 
-from course_lib.bench import LatencyStats, concurrent_calls, http_latency, stats_table, time_calls
+from course_lib.bench import LatencyStats, concurrent_calls, http_latency, paired_calls, stats_table, time_calls
 from course_lib.servers import serve
 
+# Skewed on purpose: mean, median, p95 and p99 all differ, so a statistic that returns another one fails.
+SKEWED_MS = [3.0, 100.0, 1.0, 4.0, 2.0]  # unsorted: a percentile that forgets to sort fails too
 
-def test_summary_matches_numpy_on_known_samples():
-    stats = LatencyStats.from_seconds([0.001 * i for i in range(1, 101)], wall_s=2.0)
-    summary = stats.summary()
-    assert summary["n"] == 100
-    assert summary["mean_ms"] == pytest.approx(50.5)
-    assert summary["median_ms"] == pytest.approx(50.5)
+
+def test_summary_of_known_skewed_samples_matches_hand_computed_values():
+    summary = LatencyStats.from_seconds([ms / 1000 for ms in SKEWED_MS], wall_s=0.5).summary()
+    assert summary["n"] == 5
+    assert summary["mean_ms"] == pytest.approx(22.0)
+    assert summary["median_ms"] == pytest.approx(3.0)
+    # numpy's linear interpolation: position q/100 × (n - 1) in the sorted samples [1, 2, 3, 4, 100]
+    assert summary["p95_ms"] == pytest.approx(4.0 + 0.8 * 96.0)  # position 3.8
+    assert summary["p99_ms"] == pytest.approx(4.0 + 0.96 * 96.0)  # position 3.96
     assert summary["min_ms"] == pytest.approx(1.0) and summary["max_ms"] == pytest.approx(100.0)
-    assert summary["p95_ms"] == pytest.approx(np.percentile(np.arange(1, 101), 95))
-    assert summary["p99_ms"] == pytest.approx(99.01)
-    assert summary["std_ms"] == pytest.approx(np.std(np.arange(1, 101)))
-    assert summary["throughput_per_s"] == pytest.approx(50.0)
+    assert summary["std_ms"] == pytest.approx(math.sqrt(7610 / 5))  # population std (divides by n)
+    assert summary["throughput_per_s"] == pytest.approx(10.0)
+
+
+def test_percentiles_of_1_to_100_ms():
+    stats = LatencyStats.from_seconds([0.001 * i for i in range(100, 0, -1)], wall_s=2.0)
+    assert (stats.p50, stats.p95, stats.p99) == pytest.approx((50.5, 95.05, 99.01))
+    assert stats.percentile(0) == pytest.approx(1.0) and stats.percentile(100) == pytest.approx(100.0)
+    assert stats.throughput == pytest.approx(50.0)
+
+
+def test_unknown_wall_time_gives_no_throughput_and_one_sample_no_spread():
+    stats = LatencyStats.from_seconds([0.002])
+    assert math.isnan(stats.throughput) and math.isnan(stats.summary()["throughput_per_s"])
+    assert stats.summary()["std_ms"] == 0.0 and stats.p99 == pytest.approx(2.0)
 
 
 def test_empty_samples_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no latency samples"):
         LatencyStats.from_seconds([])
 
 
-def test_time_calls_counts_warmup_separately():
+def test_time_calls_times_the_n_calls_after_the_warmup():
     calls = []
-    stats = time_calls(lambda: calls.append(1), n=20, warmup=3)
+
+    def call() -> None:
+        calls.append(1)
+        if len(calls) > 3:  # only the calls after the 3 warm-up calls do work
+            time.sleep(0.02)
+
+    stats = time_calls(call, n=20, warmup=3)
     assert stats.n == 20 and len(calls) == 23
+    # If a warm-up call were timed, its near-zero duration would be the minimum. (A sleep never ends early.)
+    assert min(stats.samples_ms) >= 20.0
+    assert stats.wall_s >= 20 * 0.02
 
 
-def test_concurrent_calls_spreads_work_over_threads():
-    seen = set()
+def test_paired_calls_alternate_in_blocks_and_keep_each_side_apart():
+    order: list[str] = []
+
+    def first() -> None:
+        order.append("a")
+        time.sleep(0.02)
+
+    def second() -> None:
+        order.append("b")
+
+    a, b = paired_calls(first, second, n=5, warmup=1, block=3)
+    # warm-up a b; then per side one untimed call and a block of up to 3 timed calls
+    assert "".join(order) == "ab" + "aaaa" + "bbbb" + "aaa" + "bbb"
+    assert a.n == b.n == 5
+    assert min(a.samples_ms) >= 20.0  # first's samples are first's: swapped, they would be near zero
+    order.clear()
+    paired_calls(first, second, n=3, warmup=0, block=1)
+    assert "".join(order) == "ababab"
+
+
+def test_concurrent_calls_spreads_the_calls_over_exactly_the_threads_asked_for():
+    per_thread: dict[int, int] = {}
     lock = threading.Lock()
 
     def make_call():
         def call():
             with lock:
-                seen.add(threading.get_ident())
+                ident = threading.get_ident()
+                per_thread[ident] = per_thread.get(ident, 0) + 1
         return call
 
     stats = concurrent_calls(make_call, n=41, concurrency=4, warmup=1)
-    assert stats.n == 41 and stats.concurrency == 4 and len(seen) == 4
+    assert stats.n == 41 and stats.concurrency == 4
+    assert sorted(per_thread.values()) == [11, 11, 11, 12]  # 41 timed calls split 10/10/10/11, plus 1 warm-up each
 
 
-def test_http_latency_over_a_real_server_and_wrong_status_raises():
+def overlap_app(concurrency: int) -> tuple[Flask, dict[str, int]]:
+    """A Flask app whose /work records how many requests are in flight at once (server side).
+
+    Each request waits (at most 2 s) until `concurrency` requests have been in flight together once, so a client
+    that really sends that many at once is not slowed down, and one that sends them one by one is caught.
+    """
+    app = Flask("overlap")
+    seen = {"requests": 0, "in_flight": 0, "peak": 0}
+    lock = threading.Lock()
+    reached = threading.Event()
+
+    @app.get("/work")
+    def work():
+        with lock:
+            seen["requests"] += 1
+            seen["in_flight"] += 1
+            seen["peak"] = max(seen["peak"], seen["in_flight"])
+            if seen["in_flight"] >= concurrency:
+                reached.set()
+        reached.wait(2.0)
+        with lock:
+            seen["in_flight"] -= 1
+        return {"ok": True}
+
+    return app, seen
+
+
+def test_http_latency_with_3_clients_has_3_requests_in_flight_at_once():
+    app, seen = overlap_app(3)
+    with serve(app) as server:
+        stats = http_latency("GET", server.url + "/work", n=30, concurrency=3, warmup=1)
+    assert stats.n == 30 and stats.concurrency == 3
+    assert seen["requests"] == 30 + 3  # the timed requests and one warm-up per client
+    assert seen["peak"] == 3  # concurrent, and not more clients than asked for
+
+
+def test_sequential_http_latency_sends_one_request_at_a_time():
+    app = Flask("sequential")
+    seen = {"requests": 0, "in_flight": 0, "peak": 0}
+    lock = threading.Lock()
+
+    @app.get("/work")
+    def work():
+        with lock:
+            seen["requests"] += 1
+            seen["in_flight"] += 1
+            seen["peak"] = max(seen["peak"], seen["in_flight"])
+        time.sleep(0.005)  # long enough for a second request to arrive if the client did not wait
+        with lock:
+            seen["in_flight"] -= 1
+        return {"ok": True}
+
+    with serve(app) as server:
+        stats = http_latency("GET", server.url + "/work", n=10, warmup=2)
+    assert stats.n == 10 and stats.concurrency == 1
+    assert seen == {"requests": 12, "in_flight": 0, "peak": 1}
+    assert min(stats.samples_ms) >= 5.0  # each sample spans the server's work
+
+
+def test_http_latency_raises_on_a_wrong_status_and_the_table_has_one_row_per_label():
     app = Flask("bench")
     app.get("/ok")(lambda: {"ok": True})
     with serve(app) as server:
-        sequential = http_latency("GET", server.url + "/ok", n=30, warmup=2)
-        parallel = http_latency("GET", server.url + "/ok", n=30, concurrency=3, warmup=1)
-        with pytest.raises(RuntimeError, match="answered 404"):
+        with pytest.raises(RuntimeError, match="GET .*/missing answered 404"):
             http_latency("GET", server.url + "/missing", n=1, warmup=0)
-    assert sequential.n == parallel.n == 30
-    assert sequential.p50 > 0 and parallel.p99 >= parallel.p50
-    table = stats_table({"sequential": sequential, "parallel": parallel})
-    assert list(table.index) == ["sequential", "parallel"]
+        ok = http_latency("GET", server.url + "/ok", n=5, warmup=0)
+    skewed = LatencyStats.from_seconds([ms / 1000 for ms in SKEWED_MS], wall_s=0.5)
+    table = stats_table({"ok": ok, "skewed": skewed})
+    assert list(table.index) == ["ok", "skewed"]
+    assert table.loc["skewed", "median_ms"] == pytest.approx(3.0) and table.loc["skewed", "mean_ms"] == pytest.approx(22)
+    assert table.loc["ok", "n"] == 5
