@@ -1,37 +1,73 @@
-"""bench_onnx_vs_eager measures both runtimes on the same model and restores torch's thread count."""
+"""bench_onnx_vs_eager times each runtime on its own calls, on the thread count asked for, and restores torch's."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from bench.bench_onnx_vs_eager import paired_p50, rows_for
+from bench.report import REPORT_ONLY
 from course_lib.data import iris_rows
 from course_lib.models import train_simple_nn
 from course_lib.serialization import export_onnx
 
+EAGER_EXTRA_S = 0.02
 
-def test_paired_p50_measures_both_and_restores_threads(tmp_path: Path):
-    net, _ = train_simple_nn()
-    path = export_onnx(net, torch.zeros(1, 4), tmp_path / "nn.onnx")
+
+class SlowEager(torch.nn.Module):
+    """The real network behind 20 ms of extra eager time; records torch's thread count at every call."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.threads_seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads_seen.append(torch.get_num_threads())
+        time.sleep(EAGER_EXTRA_S)
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    return train_simple_nn()[0]
+
+
+@pytest.fixture(scope="module")
+def nn_onnx(net, tmp_path_factory) -> Path:
+    return export_onnx(net, torch.zeros(1, 4), tmp_path_factory.mktemp("onnx") / "nn.onnx")
+
+
+@pytest.mark.parametrize(("threads", "n", "untimed_per_block"), [(1, 20, 0), (2, 10, 2)])
+def test_each_p50_is_its_own_runtime_s_on_the_threads_asked_for(net, nn_onnx, threads, n, untimed_per_block):
+    slow = SlowEager(net)
     before = torch.get_num_threads()
-    eager_ms, ort_ms = paired_p50(net, path, torch.from_numpy(iris_rows(8)), n=20, threads=1, warmup=2)
-    assert eager_ms > 0 and ort_ms > 0
+    eager_ms, ort_ms = paired_p50(slow, nn_onnx, torch.from_numpy(iris_rows(8)), n=n, threads=threads, warmup=2)
+    assert torch.get_num_threads() == before
+    # one output check, 2 warm-up calls, n timed calls, and with threads > 1 one untimed call per block of 5
+    assert len(slow.threads_seen) == 1 + 2 + n + untimed_per_block
+    assert set(slow.threads_seen) == {threads}
+    assert eager_ms >= EAGER_EXTRA_S * 1000  # the eager p50 includes the eager call (a sleep never ends early)
+    # Swapped or duplicated figures would put the 20 ms on the onnxruntime side; its real call is ~1,000× shorter.
+    assert ort_ms < eager_ms / 2
+
+
+def test_paired_p50_refuses_a_file_of_another_model_and_still_restores_threads(net, tmp_path: Path):
+    other, _ = train_simple_nn(seed=1)
+    path = export_onnx(other, torch.zeros(1, 4), tmp_path / "other.onnx")
+    before = torch.get_num_threads()
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        paired_p50(net, path, torch.from_numpy(iris_rows(8)), n=2, threads=1, warmup=0)
     assert torch.get_num_threads() == before
 
 
-def test_paired_p50_refuses_a_file_of_another_model(tmp_path: Path):
-    net, _ = train_simple_nn()
-    other, _ = train_simple_nn(seed=1)
-    path = export_onnx(other, torch.zeros(1, 4), tmp_path / "other.onnx")
-    with pytest.raises(AssertionError, match="Not equal to tolerance"):
-        paired_p50(net, path, torch.from_numpy(iris_rows(8)), n=2, threads=1, warmup=0)
-
-
-def test_rows_report_the_ratio_and_switch_to_microseconds():
+def test_rows_report_the_ratio_without_a_goal_and_switch_to_microseconds():
     rows = rows_for("SimpleNN", 0.02, 0.01)
-    assert rows[0].value == 2.0 and rows[0].unit == "×"
+    assert rows[0].value == 2.0 and rows[0].unit == "×" and rows[0].verdict == REPORT_ONLY
+    assert "> 1: onnxruntime faster" in rows[0].metric
     assert [(r.value, r.unit) for r in rows[1:]] == [(20.0, "µs"), (10.0, "µs")]
-    assert [r.unit for r in rows_for("ResNet", 50.0, 25.0)[1:]] == ["ms", "ms"]
+    assert [(r.value, r.unit) for r in rows_for("ResNet", 50.0, 25.0)[1:]] == [(50.0, "ms"), (25.0, "ms")]
+    assert rows_for("ResNet", 50.0, 25.0)[0].value == 2.0
