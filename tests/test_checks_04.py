@@ -1,30 +1,49 @@
-"""The notebook-04 exercise checks reject wrong answers and report unfinished ones (the solutions notebook covers passing)."""
+"""The notebook-04 exercise checks accept the solutions notebook's answers and reject likely mistakes in Japanese."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import pickle
+import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import joblib
+import nbformat
 import numpy as np
 import pytest
 import torch
 
-from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
+from course_lib.data import iris_rows
 from course_lib.exercises import checks_04
 from course_lib.serialization import (
     Format,
+    Measurement,
     export_onnx,
     get_format,
     measure_format,
-    model_metadata,
     onnx_run,
     onnx_session,
     read_metadata,
-    save_metadata,
     sklearn_predictor,
     version_mismatches,
 )
+
+SOLUTIONS = Path(__file__).parents[1] / "solutions" / "04_model_serialization.ipynb"
+
+
+@pytest.fixture(scope="module")
+def solution(tmp_path_factory) -> dict[str, Any]:
+    """The functions the solutions notebook defines: its code cells except the check cells, run in a scratch folder."""
+    namespace: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("solutions_04"))  # its first cell creates artifacts/ in the working dir
+        for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
+            if cell.cell_type == "code" and "check(" not in cell.source:
+                exec(compile(cell.source, str(SOLUTIONS), "exec"), namespace)  # noqa: S102 - the course's own notebook
+    return namespace
 
 
 def not_implemented(*args, **kwargs):
@@ -41,97 +60,286 @@ def test_unfinished_exercises_are_reported_as_not_implemented():
             call()
 
 
-def parity_report(model, path: Path, dynamic: bool = True, fake_diff: float | None = None) -> dict:
-    export_onnx(model, torch.zeros(1, 4), path, dynamic_batch=dynamic)
-    X = iris_rows(50, seed=4)
+def test_every_exercise_accepts_the_solution(solution):
+    checks_04.check_onnx_parity(solution["export_with_parity"])
+    checks_04.check_metadata_guard(solution["save_model"], solution["load_model_checked"])
+    checks_04.check_my_format(solution["measure_my_format"])
+
+
+# --- exercise 1 ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory) -> dict[str, Path]:
+    """Real exports, made once: the exercise's model (dynamic and fixed batch) and a differently seeded network."""
+    folder = tmp_path_factory.mktemp("onnx")
+    models = {"dynamic": (0, True), "fixed batch": (0, False), "other model": (1, True)}
+    return {
+        kind: export_onnx(checks_04.deeper_net(seed), torch.zeros(1, 4), folder / f"{seed}_{dynamic}.onnx", dynamic)
+        for kind, (seed, dynamic) in models.items()
+    }
+
+
+def differences(model, path: Path, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """ONNX − PyTorch (signed) for batch 1 and for all rows (default: the exercise's 50 rows)."""
+    rows = iris_rows(50, seed=4) if rows is None else rows
     session = onnx_session(path)
-    rows = X if dynamic else X[:1]
     with torch.inference_mode():
-        expected = model(torch.from_numpy(rows)).numpy()
-    got = onnx_run(session, rows)[0]
-    diff = float(np.abs(got - expected).max())
-    return {"max_abs_diff": diff if fake_diff is None else fake_diff, "labels_equal": True}
+        return [onnx_run(session, batch)[0] - model(torch.from_numpy(batch)).numpy() for batch in (rows[:1], rows)]
 
 
-def test_onnx_check_accepts_a_correct_answer():
-    checks_04.check_onnx_parity(parity_report)
+def largest(diffs: list[np.ndarray]) -> float:
+    return max(float(np.abs(d).max()) for d in diffs)
 
 
-def test_onnx_check_rejects_a_fixed_batch_axis():
-    with pytest.raises(AssertionError, match="固定"):
-        checks_04.check_onnx_parity(lambda model, path: parity_report(model, path, dynamic=False))
+def answer_with(onnx_files: dict[str, Path], report, kind: str = "dynamic", file_name: str | None = None):
+    """An exercise-1 answer: copies the export of `kind` to path (or beside it), returns report(model, path)."""
+
+    def export_with_parity(model, path: Path) -> dict:
+        shutil.copy(onnx_files[kind], path if file_name is None else path.with_name(file_name))
+        return report(model, path)
+
+    return export_with_parity
 
 
-def test_onnx_check_rejects_a_made_up_difference():
-    with pytest.raises(AssertionError, match="合いません"):
-        checks_04.check_onnx_parity(lambda model, path: parity_report(model, path, fake_diff=1e-4 - 1e-6))
+def test_onnx_check_accepts_numpy_scalars(onnx_files):
+    report = lambda model, path: {  # noqa: E731
+        "max_abs_diff": np.float32(largest(differences(model, path))), "labels_equal": np.bool_(True)}
+    checks_04.check_onnx_parity(answer_with(onnx_files, report))
 
 
-def test_onnx_check_rejects_a_different_model_written_to_the_file():
-    def wrong_model(model, path):
-        export_onnx(checks_04.deeper_net(seed=1), torch.zeros(1, 4), path)
-        return {"max_abs_diff": 0.0, "labels_equal": True}
-
-    with pytest.raises(AssertionError, match="最大誤差"):
-        checks_04.check_onnx_parity(wrong_model)
+def test_the_true_onnx_difference_is_not_zero(onnx_files):
+    """Premise of the hard-coded answer below: 0.0 is a wrong answer on this exercise's model."""
+    assert 0.0 < largest(differences(checks_04.deeper_net(), onnx_files["dynamic"])) < 1e-5
 
 
-def save_model(model, path: Path, metrics: dict) -> Path:
-    joblib.dump(model, path)
-    return save_metadata(path, model_metadata(IRIS_FEATURES, IRIS_CLASSES, metrics))
+ONNX_MISTAKES = {
+    "hard-coded parity": (dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}), "合いません"),
+    "rows without seed=4": (
+        dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p, iris_rows(50))), "labels_equal": True}),
+        "合いません",
+    ),
+    "signed difference": (
+        dict(report=lambda m, p: {"max_abs_diff": max(float(d.max()) for d in differences(m, p)),
+                                  "labels_equal": True}),
+        "合いません",
+    ),
+    "fixed batch axis": (dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, kind="fixed batch"),
+                         "固定されています"),
+    "another model in the file": (
+        dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, kind="other model"),
+        "渡された model を書き出して",
+    ),
+    "labels_equal False": (
+        dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p)), "labels_equal": False}),
+        "labels_equal が False",
+    ),
+    "labels_equal a string": (
+        dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p)), "labels_equal": "yes"}),
+        "True / False に",
+    ),
+    "key missing": (dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p))}),
+                    "\"labels_equal\" がありません"),
+    "file not at path": (dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, file_name="x.onnx"),
+                         "作られていません"),
+}
 
 
-def load_checked(path: Path):
+@pytest.mark.parametrize("mistake", ONNX_MISTAKES)
+def test_onnx_check_rejects(mistake: str, onnx_files):
+    options, message = ONNX_MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=message):
+        checks_04.check_onnx_parity(answer_with(onnx_files, **options))
+
+
+# --- exercise 2 ------------------------------------------------------------------------------------------------
+
+
+def load_then_check(path: Path):
+    """Loads first, checks after: the error comes too late, the file's code has already run."""
+    model = joblib.load(path)
     mismatches = version_mismatches(read_metadata(path)["versions"])
+    if mismatches:
+        raise ValueError(f"versions differ: {mismatches}")
+    return model
+
+
+def check_sklearn_only(path: Path):
+    """Compares only scikit-learn's version."""
+    saved = read_metadata(path)["versions"]
+    mismatches = version_mismatches({"scikit-learn": saved["scikit-learn"]})
     if mismatches:
         raise ValueError(f"versions differ: {mismatches}")
     return joblib.load(path)
 
 
-def test_metadata_check_accepts_a_correct_answer():
-    checks_04.check_metadata_guard(save_model, load_checked)
+def message_without_versions(path: Path):
+    """Refuses, but the message names the libraries without their versions."""
+    mismatches = version_mismatches(read_metadata(path)["versions"])
+    if mismatches:
+        raise ValueError(f"library versions differ: {', '.join(mismatches)}")
+    return joblib.load(path)
 
 
-def test_metadata_check_rejects_a_loader_that_ignores_versions():
-    with pytest.raises(AssertionError, match="読み込めてしまいました"):
-        checks_04.check_metadata_guard(save_model, lambda path: joblib.load(path))
+def wrong_exception(path: Path):
+    """Refuses with RuntimeError instead of ValueError."""
+    mismatches = version_mismatches(read_metadata(path)["versions"])
+    if mismatches:
+        raise RuntimeError(f"versions differ: {mismatches}")
+    return joblib.load(path)
 
 
-def test_metadata_check_rejects_missing_fields():
-    def save_without_classes(model, path, metrics):
-        meta_path = save_model(model, path, metrics)
+def none_without_metadata(path: Path):
+    """Swallows a missing metadata file and returns None instead of refusing loudly."""
+    try:
+        meta = read_metadata(path)
+    except FileNotFoundError:
+        return None
+    if version_mismatches(meta["versions"]):
+        raise ValueError(f"versions differ: {version_mismatches(meta['versions'])}")
+    return joblib.load(path)
+
+
+def loads_without_metadata(path: Path):
+    """Loads when the metadata file is missing (treats 'no metadata' as 'nothing to check')."""
+    try:
+        meta = read_metadata(path)
+    except FileNotFoundError:
+        return joblib.load(path)
+    if version_mismatches(meta["versions"]):
+        raise ValueError(f"versions differ: {version_mismatches(meta['versions'])}")
+    return joblib.load(path)
+
+
+def edited_save(solution, edit):
+    """The solution's save_model, then edit(meta_path, meta) changes what it wrote; returns what edit returns."""
+
+    def save(model, path, metrics):
+        meta_path = solution["save_model"](model, path, metrics)
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        del meta["class_names"]
-        meta_path.write_text(json.dumps(meta), encoding="utf-8")
-        return meta_path
+        return edit(meta_path, meta)
 
-    with pytest.raises(AssertionError, match="class_names"):
-        checks_04.check_metadata_guard(save_without_classes, load_checked)
+    return save
 
 
-def measure_with(save) -> callable:
-    def measure(model, folder: Path):
-        fmt = Format("mine", "sklearn", ".bin", save, lambda p: sklearn_predictor(joblib.load(p)), "", "", "")
+def rewrite(meta_path: Path, meta: dict) -> Path:
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    return meta_path
+
+
+@pytest.mark.parametrize(
+    ("loader", "message"),
+    [
+        (lambda path: joblib.load(path), "読み込めてしまいました"),
+        (load_then_check, "確かめる前に joblib.load"),
+        (check_sklearn_only, "すべてのライブラリを確かめて"),
+        (message_without_versions, "保存したときのバージョン 0.24.2"),
+        (wrong_exception, "RuntimeError が出ました"),
+        (none_without_metadata, "メタデータのファイルがないのに、読み込めてしまいました"),
+        (loads_without_metadata, "メタデータのファイルがないのに、読み込めてしまいました"),
+    ],
+    ids=["ignores versions", "loads then checks", "sklearn only", "no versions in message", "RuntimeError",
+         "None without metadata", "loads without metadata"],
+)
+def test_metadata_check_rejects_loader(solution, loader, message: str):
+    with pytest.raises(AssertionError, match=message):
+        checks_04.check_metadata_guard(solution["save_model"], loader)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda meta_path, meta: rewrite(meta_path, {k: v for k, v in meta.items() if k != "class_names"}),
+         "\"class_names\" がありません"),
+        (lambda meta_path, meta: rewrite(meta_path, dict(meta, metrics={})), "metrics には渡された値"),
+        (lambda meta_path, meta: rewrite(meta_path, dict(meta, feature_names=["a", "b", "c", "d"])), "feature_names"),
+        (lambda meta_path, meta: meta_path.with_name("iris_model.joblib"), "メタデータのパス"),
+    ],
+    ids=["no class names", "metrics dropped", "wrong feature names", "returns the model path"],
+)
+def test_metadata_check_rejects_saver(solution, edit, message: str):
+    with pytest.raises(AssertionError, match=message):
+        checks_04.check_metadata_guard(edited_save(solution, edit), solution["load_model_checked"])
+
+
+def test_the_recording_forest_notices_a_load(tmp_path: Path):
+    model = checks_04.recording_forest()
+    joblib.dump(model, tmp_path / "m.joblib")
+    before = checks_04.LoadRecordingForest.loads
+    loaded = joblib.load(tmp_path / "m.joblib")
+    assert checks_04.LoadRecordingForest.loads == before + 1
+    X = iris_rows(20, seed=1)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+# --- exercise 3 ------------------------------------------------------------------------------------------------
+
+
+def measuring(save, name: str = "mine", load=None):
+    """An answer to exercise 3 that measures Format(name, save, load) on 64 rows."""
+
+    def measure(model, folder: Path) -> Measurement:
+        loader = load or (lambda p: sklearn_predictor(joblib.load(p)))
+        fmt = Format(name, "sklearn", ".bin", save, loader, "Python", "いいえ", "Python")
         return measure_format(fmt, model, folder, iris_rows(64), n=3, load_repeats=1)
 
     return measure
 
 
-def test_format_check_accepts_a_compressed_format():
-    checks_04.check_my_format(measure_with(lambda model, path: joblib.dump(model, path, compress=("gzip", 3))))
+def gzip_pickle_save(model, path: Path) -> None:
+    with gzip.open(path, "wb") as f:
+        pickle.dump(model, f)
 
 
-def test_format_check_rejects_an_uncompressed_format():
-    with pytest.raises(AssertionError, match="小さくなっていません"):
-        checks_04.check_my_format(measure_with(lambda model, path: joblib.dump(model, path)))
+def gzip_pickle_load(path: Path):
+    with gzip.open(path, "rb") as f:
+        return sklearn_predictor(pickle.load(f))  # noqa: S301 - a file this test wrote
 
 
-def test_format_check_rejects_plain_joblib_under_its_own_name():
-    def measure(model, folder):
-        return measure_format(get_format("joblib (compress=3)"), model, folder, iris_rows(64), n=3, load_repeats=1)
+def pickle_protocol_2(model, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(model, f, protocol=2)
 
-    checks_04.check_my_format(measure)  # a compressed format from the notebook is allowed…
-    with pytest.raises(AssertionError, match="新しい形式"):
-        checks_04.check_my_format(
-            lambda model, folder: measure_format(get_format("joblib"), model, folder, iris_rows(64), n=3, load_repeats=1)
-        )
+
+def test_format_check_accepts_other_compressions():
+    checks_04.check_my_format(measuring(lambda model, path: joblib.dump(model, path, compress=("gzip", 3))))
+    checks_04.check_my_format(measuring(lambda model, path: joblib.dump(model, path, compress=9)))
+    checks_04.check_my_format(measuring(gzip_pickle_save, load=gzip_pickle_load))
+
+
+COMPRESS_3_RENAMED = re.escape("'joblib (compress=3)' と 1 バイトも")
+
+
+def notebook_format(name: str):
+    return lambda model, folder: measure_format(get_format(name), model, folder, iris_rows(64), n=3, load_repeats=1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (notebook_format("joblib (compress=3)"), "本文で測った形式"),
+        (notebook_format("joblib"), "本文で測った形式"),
+        (measuring(lambda model, path: joblib.dump(model, path, compress=3)), COMPRESS_3_RENAMED),
+        (measuring(lambda model, path: joblib.dump(model, path, compress=True)), COMPRESS_3_RENAMED),
+        (measuring(lambda model, path: joblib.dump(model, path)), "'joblib' と 1 バイトも"),
+        (measuring(pickle_protocol_2), "小さくなっていません"),
+        (measuring(lambda model, path: joblib.dump(model, path, compress=("lzma", 3)), load=lambda p: joblib.load(p)),
+         "予測関数を返して"),
+        (lambda model, folder: measuring(lambda m, p: joblib.dump(m, p, compress=("lzma", 3)))(model, folder.parent),
+         "folder の中にモデルのファイルがありません"),
+    ],
+    ids=["notebook's compress=3", "notebook's joblib", "compress=3 renamed", "compress=True renamed",
+         "plain joblib renamed", "uncompressed pickle", "load returns the model", "another folder"],
+)
+def test_format_check_rejects(answer, message: str):
+    with pytest.raises(AssertionError, match=message):
+        checks_04.check_my_format(answer)
+
+
+def test_format_check_rejects_a_made_up_measurement():
+    def made_up(model, folder: Path) -> Measurement:
+        real = measuring(lambda m, p: joblib.dump(m, p, compress=("lzma", 3)))(model, folder)
+        return Measurement(**dict(real.__dict__, size_kb=1.0))
+
+    with pytest.raises(AssertionError, match="size_kb が保存したファイルの大きさと合いません"):
+        checks_04.check_my_format(made_up)
