@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -33,6 +34,53 @@ def error_body_problem(call: Call, response: requests.Response) -> str | None:
         return f"{response.status_code} answered with {response.headers.get('content-type')!r}, not JSON"
     found = leaks(response.text)
     return f"{response.status_code} body shows {found}" if found else None
+
+
+def reference_answers(base_url: str, mix: Sequence[Call]) -> dict[str, Any]:
+    """The JSON answer of each good POST of the mix, sent alone before any load."""
+    answers = {}
+    with requests.Session() as session:
+        for call in mix:
+            if call.good and call.method == "POST":
+                response = session.request(call.method, base_url + call.path, timeout=30, **call.kwargs)
+                assert response.ok, response.text
+                answers[call.name] = response.json()
+    return answers
+
+
+def differences(got: Any, expected: Any, where: str = "answer", tol: float = 1e-5) -> list[str]:
+    """Where got differs from expected: same keys and items, equal strings, numbers within tol (absolute)."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        if set(got) != set(expected):
+            return [f"{where}: keys {sorted(got)} instead of {sorted(expected)}"]
+        return [d for key in expected for d in differences(got[key], expected[key], f"{where}.{key}", tol)]
+    if isinstance(expected, list) and isinstance(got, list):
+        if len(got) != len(expected):
+            return [f"{where}: {len(got)} items instead of {len(expected)}"]
+        return [d for i, (g, e) in enumerate(zip(got, expected)) for d in differences(g, e, f"{where}[{i}]", tol)]
+    if isinstance(got, bool) or isinstance(expected, bool):  # True is not 1 in an answer
+        return [] if got is expected else [f"{where}: {got!r} instead of {expected!r}"]
+    if isinstance(expected, (int, float)) and isinstance(got, (int, float)):
+        return [] if math.isclose(got, expected, rel_tol=0, abs_tol=tol) else [f"{where}: {got} instead of {expected}"]
+    return [] if got == expected else [f"{where}: {got!r} instead of {expected!r}"]
+
+
+def same_answers_under_load(reference: dict[str, Any], volatile: Sequence[str] = ()) -> Callable[
+        [Call, requests.Response], str | None]:
+    """A soak check: each good answer equals the answer its request got alone (but for volatile keys such as
+    timings), so an answer mixed up between clients shows; errors must be clean JSON (error_body_problem)."""
+    def check(call: Call, response: requests.Response) -> str | None:
+        if call.good and response.ok and call.name in reference:
+            body = response.json()
+            if isinstance(body, dict):
+                body = {key: value for key, value in body.items() if key not in volatile}
+            expected = {key: value for key, value in reference[call.name].items() if key not in volatile}
+            found = differences(body, expected)
+            if found:
+                return "differs from the same request sent alone: " + "; ".join(found[:3])
+        return error_body_problem(call, response)
+
+    return check
 
 
 def routes(app: Any) -> Iterator[tuple[str, str]]:

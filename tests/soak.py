@@ -98,7 +98,7 @@ def soak(base_url: str, mix: Sequence[Call], clients: int = 8, per_client: int =
 
 def assert_clean(report: SoakReport, expected: int, max_growth_mb: float = 150.0) -> None:
     """Fail with the first anomalies when the soak run was not clean."""
-    assert report.requests == expected, report.summary()
+    assert report.requests == expected, f"{report.requests} of {expected} requests sent: {report.summary()}"
     assert not report.client_errors, report.client_errors[:5]
     assert not report.server_errors, report.server_errors[:5]
     assert not report.failed_good, report.failed_good[:5]

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import requests
 from fuzz import fuzz_openapi
-from hardening import assert_lifecycle_clean, bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import (
+    assert_lifecycle_clean,
+    bound_address,
+    leaks,
+    oversized_answers,
+    reference_answers,
+    same_answers_under_load,
+    start_stop_cycles,
+)
 from soak import Call, assert_clean, soak
 
 from course_lib.apps.iris_fastapi import MAX_BODY_BYTES, create_app
@@ -34,13 +42,6 @@ MIX = [
 ]
 
 
-def check(call: Call, response: requests.Response) -> str | None:
-    """Good answers have their documented keys; errors are JSON without tracebacks or paths."""
-    if call.good and response.ok and call.path == "/predict" and set(response.json()) != {"prediction", "class_name", "confidence"}:
-        return f"unexpected answer {response.text[:100]}"
-    return error_body_problem(call, response)
-
-
 @pytest.fixture(scope="module")
 def net():
     return train_simple_nn()[0]
@@ -61,7 +62,11 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx_and_no_schema_mismatch(s
 
 
 def test_soak_8_clients_good_and_bad_requests_mixed(server, record_property):
-    report = soak(server.url, MIX, clients=CLIENTS, per_client=PER_CLIENT, seed=2, check=check)
+    reference = reference_answers(server.url, MIX)
+    assert set(reference["source request"]) == {"prediction", "class_name", "confidence"}
+    assert reference["source request"]["class_name"] == "setosa" and len(reference["batch of 10"]["predictions"]) == 10
+    report = soak(server.url, MIX, clients=CLIENTS, per_client=PER_CLIENT, seed=2,
+                  check=same_answers_under_load(reference))
     record_property("measured", f"soak iris_fastapi: {report.summary()}")
     assert_clean(report, expected=CLIENTS * PER_CLIENT)
     assert requests.get(server.url + "/health", timeout=10).ok

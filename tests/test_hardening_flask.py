@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import requests
-from hardening import assert_lifecycle_clean, bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import (
+    assert_lifecycle_clean,
+    bound_address,
+    leaks,
+    oversized_answers,
+    reference_answers,
+    same_answers_under_load,
+    start_stop_cycles,
+)
 from soak import Call, assert_clean, soak
 
 from course_lib.apps.iris_flask import MAX_CONTENT_LENGTH, create_app
@@ -24,17 +32,11 @@ MIX = [
     Call("three features", "POST", "/predict", False, {"json": {"features": [5.1, 3.5, 1.4]}}),
     Call("strings", "POST", "/predict", False, {"json": {"features": ["a", "b", "c", "d"]}}),
     Call("form body", "POST", "/predict", False, {"data": {"features": "5.1"}}),
-    Call("over the size limit", "POST", "/predict", False, {"data": b"[" + b"1," * MAX_CONTENT_LENGTH + b"1]", "headers": JSON}),
+    Call("over the size limit", "POST", "/predict", False,
+         {"data": b"[" + b"1," * MAX_CONTENT_LENGTH + b"1]", "headers": JSON}),
     Call("wrong method", "GET", "/predict", False),
     Call("unknown path", "GET", "/admin", False),
 ]
-
-
-def check(call: Call, response: requests.Response) -> str | None:
-    """Good answers carry a prediction; errors are JSON without tracebacks or paths."""
-    if call.good and response.ok and call.path == "/predict" and "prediction" not in response.json():
-        return f"no prediction in {response.text[:100]}"
-    return error_body_problem(call, response)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,12 @@ def model():
 
 def test_soak_8_clients_good_and_bad_requests_mixed(model, record_property):
     with serve(create_app(model)) as server:
-        report = soak(server.url, MIX, clients=CLIENTS, per_client=PER_CLIENT, seed=1, check=check)
+        reference = reference_answers(server.url, MIX)
+        assert set(reference["source request"]) == {"prediction", "class_id", "probabilities"}
+        assert [reference[name]["prediction"] for name in ("source request", "another flower")] == [
+            "setosa", "virginica"]
+        report = soak(server.url, MIX, clients=CLIENTS, per_client=PER_CLIENT, seed=1,
+                      check=same_answers_under_load(reference))
         record_property("measured", f"soak iris_flask: {report.summary()}")
         assert_clean(report, expected=CLIENTS * PER_CLIENT)
         assert sum(n for code, n in report.statuses.items() if code == 200) > CLIENTS * PER_CLIENT // 5

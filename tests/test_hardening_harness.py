@@ -10,10 +10,19 @@ import requests
 from fastapi import FastAPI
 from flask import Flask, abort, request
 from fuzz import fuzz_openapi
-from hardening import assert_lifecycle_clean, error_body_problem, leaks, oversized_answers, start_stop_cycles
+from hardening import (
+    assert_lifecycle_clean,
+    differences,
+    error_body_problem,
+    leaks,
+    oversized_answers,
+    reference_answers,
+    same_answers_under_load,
+    start_stop_cycles,
+)
 from pydantic import BaseModel
 from schemathesis.core.failures import FailureGroup
-from soak import Call, assert_clean, soak
+from soak import Call, SoakReport, assert_clean, soak
 
 from course_lib.servers import serve
 
@@ -80,10 +89,72 @@ def test_soak_reports_server_errors_and_accepted_bad_input():
            Call("should be refused", "POST", "/predict", False, {"json": {"x": -1}})]
     with serve(flaky_app()) as server:
         report = soak(server.url, mix, clients=4, per_client=50, warmup=0, check=error_body_problem)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=r"500 Traceback \(most recent call last\)"):
         assert_clean(report, expected=200)
-    assert report.server_errors and report.good_rejected_bad
-    assert any("not JSON" in problem for problem in report.failed_good)
+    assert report.requests == 200 and len(report.server_errors) == 4  # one in 50
+    assert report.good_rejected_bad and all(entry.startswith("should be refused: accepted with 200")
+                                            for entry in report.good_rejected_bad)
+    assert any("500 answered with 'text/html; charset=utf-8', not JSON" in problem for problem in report.failed_good)
+
+
+@pytest.mark.parametrize(("anomaly", "message"), [
+    ({"requests": 9}, "9 of 10 requests sent"),
+    ({"client_errors": ["good: ConnectionError: reset"]}, "ConnectionError: reset"),
+    ({"server_errors": ["good: 500 boom"]}, "500 boom"),
+    ({"failed_good": ["good: 404 gone"]}, "404 gone"),
+    ({"good_rejected_bad": ["bad: accepted with 200"]}, "accepted with 200"),
+    ({"rss_end_mb": 1000.0}, r"RSS 100 → 1000 MB \(\+900.0 MB\)"),
+], ids=["count", "client error", "server error", "failed good", "accepted bad", "memory growth"])
+def test_assert_clean_fails_for_each_kind_of_anomaly_alone(anomaly, message):
+    clean = {"requests": 10, "rss_start_mb": 100.0, "rss_end_mb": 101.0}
+    assert_clean(SoakReport(**clean), expected=10)
+    with pytest.raises(AssertionError, match=message):
+        assert_clean(SoakReport(**{**clean, **anomaly}), expected=10)
+
+
+def mixing_app() -> Flask:
+    """Echoes {"x": …, "double": 2x} but, one request in 20, answers the previous request's x (a shared variable)."""
+    app = Flask("mixing")
+    counter = itertools.count()
+    last = {"x": 0}
+
+    @app.post("/predict")
+    def predict():
+        x, n = request.get_json()["x"], next(counter)
+        answer = last["x"] if n % 20 == 19 else x
+        last["x"] = x
+        return {"x": answer, "double": 2 * answer, "took_ms": n}  # took_ms varies, as a timing does
+
+    return app
+
+
+def test_the_soak_check_catches_answers_mixed_up_between_clients():
+    mix = [Call(f"x={x}", "POST", "/predict", True, {"json": {"x": x}}) for x in (1, 2, 3)]
+    with serve(mixing_app()) as server:
+        reference = reference_answers(server.url, mix)
+        report = soak(server.url, mix, clients=4, per_client=50, warmup=0,
+                      check=same_answers_under_load(reference, volatile=["took_ms"]))
+    assert {name: answer["x"] for name, answer in reference.items()} == {"x=1": 1, "x=2": 2, "x=3": 3}
+    assert report.failed_good and not report.server_errors
+    problems = [entry.split(": ", 1)[1] for entry in report.failed_good]
+    assert all(problem.startswith("differs from the same request sent alone: ") and "answer.x: " in problem
+               for problem in problems), problems
+    with pytest.raises(AssertionError, match="differs from the same request sent alone"):
+        assert_clean(report, expected=200)
+
+
+def test_differences_name_the_place_and_allow_only_tiny_numeric_noise():
+    expected = {"top": [{"class": "3", "p": 0.5}], "n": 1}
+
+    def with_(**changes) -> dict:
+        return {**expected, **changes}
+
+    assert differences(with_(top=[{"class": "3", "p": 0.500001}]), expected) == []
+    assert differences(with_(top=[{"class": "8", "p": 0.5}]), expected) == ["answer.top[0].class: '8' instead of '3'"]
+    assert differences(with_(top=[{"class": "3", "p": 0.51}]), expected) == ["answer.top[0].p: 0.51 instead of 0.5"]
+    assert differences(with_(top=[]), expected) == ["answer.top: 0 items instead of 1"]
+    assert differences({"top": expected["top"]}, expected) == ["answer: keys ['top'] instead of ['n', 'top']"]
+    assert differences(with_(n=True), expected) == ["answer.n: True instead of 1"]
 
 
 def test_leaks_finds_tracebacks_and_server_paths_but_not_ordinary_messages():
@@ -147,8 +218,20 @@ def test_start_stop_cycles_catch_a_listening_socket_left_open():
         counts = start_stop_cycles(LeakyServer, lambda url: requests.get(url + "/openapi.json", timeout=10), cycles=2)
         assert counts["ports_still_listening"] == 2
         assert counts["fds_after"] > counts["fds_before"]
-        with pytest.raises(AssertionError):
+        with pytest.raises(AssertionError, match="'fds_after'"):
             assert_lifecycle_clean(counts, cycles=2)
     finally:
         for sock in LeakyServer.leaked:
             sock.close()
+
+
+CLEAN_CYCLES = {"threads_before": 5, "threads_after": 5, "fds_before": 20, "fds_after": 20,
+                "ports_still_listening": 0, "in_flight_requests": 2}
+
+
+@pytest.mark.parametrize("leak", [{"threads_after": 6}, {"fds_after": 21}, {"ports_still_listening": 1},
+                                  {"in_flight_requests": 1}], ids=lambda leak: next(iter(leak)))
+def test_assert_lifecycle_clean_fails_for_each_kind_of_leak_alone(leak):
+    assert_lifecycle_clean(CLEAN_CYCLES, cycles=4)
+    with pytest.raises(AssertionError, match=f"'{next(iter(leak))}': {next(iter(leak.values()))}"):
+        assert_lifecycle_clean({**CLEAN_CYCLES, **leak}, cycles=4)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import requests
 from fuzz import fuzz_openapi
+from hardening import (
+    assert_lifecycle_clean,
+    bound_address,
+    leaks,
+    oversized_answers,
+    reference_answers,
+    same_answers_under_load,
+    start_stop_cycles,
+)
 from schemathesis.checks import positive_data_acceptance
-from hardening import assert_lifecycle_clean, bound_address, error_body_problem, leaks, oversized_answers, start_stop_cycles
 from soak import Call, assert_clean, soak
 from test_image_api import NOISE_PNG, png_header_claiming
 
@@ -32,22 +40,14 @@ MIX = [
     Call("text file", "POST", "/predict", False, upload(b"just some text", "notes.txt", "text/plain")),
     Call("truncated png", "POST", "/predict", False, upload(NOISE_PNG[:300])),
     Call("decompression bomb", "POST", "/predict", False, upload(png_header_claiming(50_000, 50_000))),
-    Call("wrong field name", "POST", "/predict", False, {"files": {"image": ("x.png", SAMPLES["digit_0.png"], "image/png")}}),
+    Call("wrong field name", "POST", "/predict", False,
+         {"files": {"image": ("x.png", SAMPLES["digit_0.png"], "image/png")}}),
     Call("invalid base64", "POST", "/predict/base64", False, {"json": {"image": "iVBORw0KGgo$$$"}}),
     Call("base64 of text", "POST", "/predict/base64", False, {"json": {"image": encode_base64(b"hello world")}}),
     Call("NaN in the body", "POST", "/predict/base64", False,
          {"data": '{"image": NaN}', "headers": {"Content-Type": "application/json"}}),
     Call("unknown path", "GET", "/admin", False),
 ]
-
-
-def check(call: Call, response: requests.Response) -> str | None:
-    """Good answers carry a ranked top 5; errors are JSON without tracebacks or paths."""
-    if call.good and response.ok and call.path.startswith("/predict"):
-        body = response.json()
-        if body["top_class"] not in "0123456789" or len(body["top_5"]) != 5:
-            return f"unexpected answer {response.text[:120]}"
-    return error_body_problem(call, response)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,11 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx_and_no_schema_mismatch(s
 
 
 def test_soak_8_clients_good_and_bad_requests_mixed(server, record_property):
-    report = soak(server.url, MIX, clients=CLIENTS, per_client=PER_CLIENT, seed=3, check=check)
+    reference = reference_answers(server.url, MIX)
+    assert [reference[name]["top_class"] for name in ("upload a digit", "base64 data URL")] == ["0", "1"]
+    assert all(len(answer["top_5"]) == 5 for answer in reference.values())
+    report = soak(server.url, MIX, clients=CLIENTS, per_client=PER_CLIENT, seed=3,
+                  check=same_answers_under_load(reference, volatile=["inference_time_ms"]))
     record_property("measured", f"soak image_api: {report.summary()}")
     assert_clean(report, expected=CLIENTS * PER_CLIENT)
     assert requests.get(server.url + "/health", timeout=10).ok
@@ -84,8 +88,10 @@ def test_every_route_refuses_a_body_over_the_limit(classifier):
 
 def test_start_stop_cycles_with_requests_in_flight_leak_nothing(classifier, record_property):
     app = create_app(classifier, backend="torch")
-    counts = start_stop_cycles(lambda: serve(app), lambda url: requests.post(url + "/predict", **upload(SAMPLES["digit_2.png"]), timeout=30),
-                               cycles=10)
+    def good(url: str) -> requests.Response:
+        return requests.post(url + "/predict", **upload(SAMPLES["digit_2.png"]), timeout=30)
+
+    counts = start_stop_cycles(lambda: serve(app), good, cycles=10)
     record_property("measured", f"lifecycle image_api (10 cycles): {counts}")
     assert_lifecycle_clean(counts, cycles=10)
 
