@@ -13,7 +13,8 @@ FUZZ_SETTINGS = settings(max_examples=60, deadline=None, database=None, derandom
                          suppress_health_check=list(HealthCheck))
 
 
-def fuzz_openapi(base_url: str, fuzz_settings: settings = FUZZ_SETTINGS, excluded_checks: list | None = None) -> dict[str, int]:
+def fuzz_openapi(base_url: str, fuzz_settings: settings = FUZZ_SETTINGS,
+                 excluded_checks: list | None = None) -> dict[str, int]:
     """Run schemathesis' checks (no 5xx, responses match their schema…) on every operation; cases per operation."""
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
     counts: dict[str, int] = {}

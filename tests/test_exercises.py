@@ -46,7 +46,8 @@ def test_block_at_top_level_is_reported_so_the_cell_gets_tagged():
     ("source", "message"),
     [
         ("x = 0\n### BEGIN SOLUTION\nx = 1\n", r"cell 7, line 2: ### BEGIN SOLUTION is never closed"),
-        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n", r"cell 7, line 2: nested .* opened at line 1"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n",
+         r"cell 7, line 2: nested .* opened at line 1"),
         ("x = 1\n### END SOLUTION\n", r"cell 7, line 2: ### END SOLUTION without a ### BEGIN SOLUTION"),
     ],
     ids=["unclosed", "nested", "stray-end"],
@@ -81,10 +82,15 @@ def test_build_writes_only_what_changed(tmp_path):
     solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
     solutions.mkdir()
     nbformat.write(new_notebook(cells=[new_code_cell(SOLUTION_IN_FUNCTION)]), solutions / "01_demo.ipynb")
-    assert stale_exercises(solutions, exercises) == ["01_demo.ipynb"]
-    assert [p.name for p in build_exercises(solutions, exercises)] == ["01_demo.ipynb"]
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), solutions / "02_other.ipynb")
+    assert stale_exercises(solutions, exercises) == ["01_demo.ipynb", "02_other.ipynb"]
+    assert [p.name for p in build_exercises(solutions, exercises)] == ["01_demo.ipynb", "02_other.ipynb"]
     assert build_exercises(solutions, exercises) == []
     assert stale_exercises(solutions, exercises) == []
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 2")]), solutions / "02_other.ipynb")
+    assert stale_exercises(solutions, exercises) == ["02_other.ipynb"]
+    assert [p.name for p in build_exercises(solutions, exercises)] == ["02_other.ipynb"]
+    assert "x = 2" in (exercises / "02_other.ipynb").read_text(encoding="utf-8")
     (exercises / "99_orphan.ipynb").write_text("{}")
     assert stale_exercises(solutions, exercises) == ["99_orphan.ipynb"]
 
@@ -114,16 +120,19 @@ def test_check_reports_pass_fail_and_not_implemented(capsys):
     check("d", lambda: 1 / 0)
     run_checks({"e": lambda: None, "f": not_done})
     lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7, lines
     assert lines[0] == "✅ a: 合格"
     assert lines[1].startswith("⏳ b: まだ実装されていません")
     assert lines[2] == "❌ c: 不合格 — 1 + 1 は 2 です"
     assert lines[3] == "❌ d: 実行中にエラー — ZeroDivisionError: division by zero"
-    assert lines[-1] == "— 1/2 件合格"
+    assert lines[4] == "✅ e: 合格" and lines[5].startswith("⏳ f: まだ実装されていません")
+    assert lines[6] == "— 1/2 件合格"
 
 
 def _stdout_of(path) -> str:
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    resources = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources=resources).execute()
     return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
 
 

@@ -1,4 +1,7 @@
-"""Swagger UI /docs and ReDoc /redoc of the iris FastAPI app in a real headless Chromium, with no request off 127.0.0.1."""
+"""Swagger UI /docs and ReDoc /redoc of the iris FastAPI app in a real headless Chromium, no request off 127.0.0.1.
+
+Also the browser rule of conftest (skip without Chromium on a learner's machine, fail in CI) and its unit tests.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ def record_requests(page) -> tuple[list[str], list[str]]:
 def left_the_machine(seen: list[str], blocked: list[str]) -> list[str]:
     """Requests to a host other than 127.0.0.1 that the browser actually sent (data:/blob: stay in the browser)."""
     return [url for url in seen
-            if urlsplit(url).scheme not in {"data", "blob"} and urlsplit(url).hostname != "127.0.0.1" and url not in blocked]
+            if urlsplit(url).scheme not in {"data", "blob"} and urlsplit(url).hostname != "127.0.0.1"
+            and url not in blocked]
 
 
 @pytest.mark.browser
@@ -75,7 +79,7 @@ def test_redoc_renders_offline(page, api_url):
     page.get_by_text("Classify one flower").first.wait_for(timeout=30_000)
     assert "Iris inference API" in page.locator("h1").first.text_content()
     assert any(url.endswith("/static-offline-docs/redoc.standalone.js") for url in seen)
-    # ReDoc's bundle always shows a sidebar logo from cdn.redoc.ly; the page's Content-Security-Policy stops it in the browser
+    # ReDoc's bundle always shows a sidebar logo from cdn.redoc.ly; the page's Content-Security-Policy stops it
     assert all(urlsplit(url).hostname == "cdn.redoc.ly" for url in blocked), blocked
     assert left_the_machine(seen, blocked) == []
 
@@ -125,7 +129,8 @@ def test_conftest_applies_the_rule_to_the_browser_tests_of_both_files(ci, outcom
              f"{here / 'test_image_api_browser.py'}::test_demo_page_shows_the_api_error_for_a_non_image"]
     result = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "no:randomly", "-rA", *tests],
                             cwd=here.parent, env=env, capture_output=True, text=True, timeout=300)
-    report = [line for line in result.stdout.splitlines() if line.startswith(("ERROR ", "SKIPPED ", "PASSED ", "FAILED "))]
+    outcomes = ("ERROR ", "SKIPPED ", "PASSED ", "FAILED ")
+    report = [line for line in result.stdout.splitlines() if line.startswith(outcomes)]
     if outcome == "errors":  # pytest.fail in set-up: the test never ran, and the run fails
         assert result.returncode == 1, result.stdout[-3000:]
         assert [line.split(" - ")[1] for line in report] == [f"Failed: CI={ci!r} but {HOW_TO_ENABLE}"] * 2, report

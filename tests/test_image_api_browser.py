@@ -20,7 +20,8 @@ def api_url():
 
 def test_demo_page_shows_the_top_5_of_an_uploaded_image(page, api_url):
     data = sample_images()["digit_2.png"]
-    expected = requests.post(api_url + "/predict", files={"file": ("digit_2.png", data, "image/png")}, timeout=30).json()
+    files = {"file": ("digit_2.png", data, "image/png")}
+    expected = requests.post(api_url + "/predict", files=files, timeout=30).json()
     requests_seen = []
     page.on("request", lambda request: requests_seen.append(request.url))
     page.goto(api_url + "/")

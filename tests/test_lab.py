@@ -48,7 +48,8 @@ def test_notebooks_are_listed_by_the_contents_api(lab):
 def test_lab_does_not_ask_learners_about_jupyter_news(lab):
     """The announcements plugin (news feed opt-in popup, update check) is disabled in the page config."""
     page = requests.get(f"{lab.url}/lab", params={"token": TOKEN}, timeout=30).text
-    config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', page, re.S)[1])
+    data = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', page, re.S)[1]
+    config = json.loads(data)
     assert "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"]
 
 
