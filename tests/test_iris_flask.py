@@ -186,7 +186,7 @@ def test_request_size_limit_is_configurable(model):
     with serve(create_app(model, max_content_length=64)) as srv:
         small = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
         padded = requests.post(srv.url + "/predict", json={**GOOD, "pad": "x" * 64}, timeout=10)
-    assert small.status_code == 200
+    assert small.status_code == 200 and small.json()["prediction"] == "setosa"
     assert padded.status_code == 413 and "64 bytes" in padded.json()["error"]
 
 
