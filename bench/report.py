@@ -57,8 +57,13 @@ class Row:
 
     @property
     def measured(self) -> str:
-        """The value with its unit, 2 decimals in the usual range, 3 significant digits outside it."""
-        value = f"{self.value:.2f}" if 0.1 <= abs(self.value) < 1e4 or self.value == 0 else f"{self.value:.3g}"
+        """The value with its unit: 2 decimals in the usual range, 3 significant digits outside it, and more digits
+        when the rounded value would seem to contradict the verdict (1.1008 against ≤ 1.1 is not "1.10 ❌")."""
+        usual = 0.1 <= abs(self.value) < 1e4 or self.value == 0
+        for digits in range(2, 7):
+            value = f"{self.value:.{digits}f}" if usual else f"{self.value:.{digits + 1}g}"
+            if self.goal is None or self.goal.met(float(value)) == self.goal.met(self.value):
+                break
         return f"{value} {self.unit}".strip()
 
     def cells(self) -> list[str]:

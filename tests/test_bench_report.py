@@ -76,6 +76,23 @@ def test_table_names_the_machine_and_shows_goal_and_verdict_per_row():
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "goal", "shown"),
+    [
+        (1.1008, Goal("<=", 1.10), "1.101 ×"),  # "1.10" would read as met
+        (1.10, Goal("<=", 1.10), "1.10 ×"),
+        (1.0996, Goal(">", 1.10), "1.10 ×"),  # "1.10 ❌ against > 1.1" already agrees
+        (1.0996, Goal(">=", 1.10), "1.0996 ×"),  # "1.10" and "1.100" would read as met
+        (1.1049, Goal("<=", 1.50), "1.10 ×"),  # far from the threshold: the usual 2 decimals
+        (1.1049, None, "1.10 ×"),
+        (0.0012345, Goal("<=", 0.00123), "0.001234 ×"),
+        (0.0012345, None, "0.00123 ×"),
+    ],
+)
+def test_measured_value_shows_enough_digits_to_agree_with_its_verdict(value, goal, shown):
+    assert Row("b", "m", value, goal=goal).measured == shown
+
+
 def test_summary_lists_exactly_the_unmet_goals_with_value_and_goal():
     assert unmet(LAST_RUN) == LAST_RUN[:3]
     assert goal_summary(LAST_RUN).splitlines() == [
