@@ -25,14 +25,14 @@ def net():
 
 @pytest.mark.parametrize(("work", "uses_cpu"), [("sleep", False), ("torch", True), ("python", True)])
 def test_each_kind_of_work_lasts_its_time_and_only_the_cpu_kinds_use_a_core(work, uses_cpu):
-    seconds = 0.3
+    seconds = 0.5
     wall, cpu = time.perf_counter(), time.process_time()
     do_work(work, seconds)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert wall >= seconds
-    # CPU time, not wall time: a sleep uses next to none; a busy loop gets well over 10 % of a core even when
-    # other processes share it.
-    assert (cpu > 0.1 * seconds) is uses_cpu, f"{work}: {cpu:.3f} s of CPU in {wall:.3f} s"
+    # CPU time, not wall time: a sleep uses next to none (well under 1 ms); a busy loop gets far more than 5 % of a
+    # core even when a dozen processes share the machine's two.
+    assert (cpu > 0.05 * seconds) is uses_cpu, f"{work}: {cpu:.3f} s of CPU in {wall:.3f} s"
 
 
 def test_unknown_work_is_refused():
