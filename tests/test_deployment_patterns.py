@@ -16,13 +16,7 @@ import pytest
 
 from course_lib.bench import LatencyStats
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES
-from course_lib.deployment_patterns import (
-    SOURCE_ORDERS,
-    pattern_table,
-    plot_patterns,
-    score_batch_file,
-    write_batch_file,
-)
+from course_lib.deployment_patterns import SOURCE_ORDERS, pattern_table, plot_patterns, score_batch_file, write_batch_file
 from course_lib.models import train_iris_forest
 
 CALL_S = 0.03
