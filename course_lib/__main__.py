@@ -1,5 +1,5 @@
-"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…] | download-weights |
-serve image-api --port N [--backend torch|onnx] [--host 127.0.0.1]`."""
+"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…] |
+download-weights [--url URL] | serve image-api --port N [--backend torch|onnx] [--host 127.0.0.1]`."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def _exercises(args: argparse.Namespace) -> int:
         for name in stale:
             print(f"out of date: exercises/{name} (run `make exercises`)")
         return 1 if stale else 0
-    written = build_exercises()
-    print(f"wrote {len(written)} exercise notebook(s)" + "".join(f"\n  {p.relative_to(ROOT)}" for p in written))
+    changed = build_exercises()
+    lines = [f"\n  {'wrote' if p.exists() else 'deleted (no solution)'} {p.relative_to(ROOT)}" for p in changed]
+    print(f"{len(changed)} exercise notebook(s) changed" + "".join(lines))
     return 0
 
 
@@ -63,7 +64,7 @@ def _download_weights(args: argparse.Namespace) -> int:
     from course_lib.vision import WeightsUnavailableError, download_weights
 
     try:
-        path = download_weights()
+        path = download_weights(args.url)
     except WeightsUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -78,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     from course_lib.vision import WeightsUnavailableError, load_classifier
 
     try:
-        classifier = load_classifier(args.model, verbose=True)
+        classifier = load_classifier(args.model, download=False, verbose=True)  # never a 100 MB download on start
     except WeightsUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -98,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_exercises)
     lab = sub.add_parser("lab", help="start JupyterLab on the course (other options go to `jupyter lab`)")
     lab.set_defaults(func=_lab, passthrough=True)
-    sub.add_parser(
+    dl = sub.add_parser(
         "download-weights", help="download the ResNet-50 ImageNet weights into the torch hub cache (needs internet)"
-    ).set_defaults(func=_download_weights)
+    )
+    dl.add_argument("--url", help="download from this copy instead of torchvision's URL (a name-<sha256 prefix>.pth "
+                                  "name is checked as torch.hub does)")
+    dl.set_defaults(func=_download_weights)
     srv = sub.add_parser("serve", help="run a course app as a standalone server (Ctrl+C stops it)")
     srv.add_argument("app", choices=["image-api"], help="which app")
     srv.add_argument("--port", type=int, default=8000)

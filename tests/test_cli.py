@@ -44,7 +44,7 @@ def test_exercises_check_names_every_stale_exercise_and_fails(tmp_path):
     solutions = sorted(path.name for path in (tmp_path / "solutions").glob("[0-9][0-9]_*.ipynb"))
     assert len(solutions) >= 4
     built = run("exercises", root=tmp_path)
-    assert built.returncode == 0 and built.stdout.startswith(f"wrote {len(solutions)} exercise notebook(s)"), built
+    assert built.returncode == 0 and built.stdout.startswith(f"{len(solutions)} exercise notebook(s) changed"), built
     clean = run("exercises", "--check", root=tmp_path)
     assert (clean.returncode, clean.stdout) == (0, ""), clean
 
@@ -62,3 +62,6 @@ def test_exercises_check_names_every_stale_exercise_and_fails(tmp_path):
     assert stale.returncode == 1, stale
     assert stale.stdout.splitlines() == [f"out of date: exercises/{name} (run `make exercises`)"
                                          for name in [*solutions[:3], "99_orphan.ipynb"]]
+    rebuilt = run("exercises", root=tmp_path)
+    assert "deleted (no solution) exercises/99_orphan.ipynb" in rebuilt.stdout, rebuilt
+    assert run("exercises", "--check", root=tmp_path).returncode == 0

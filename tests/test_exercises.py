@@ -93,6 +93,9 @@ def test_build_writes_only_what_changed(tmp_path):
     assert "x = 2" in (exercises / "02_other.ipynb").read_text(encoding="utf-8")
     (exercises / "99_orphan.ipynb").write_text("{}")
     assert stale_exercises(solutions, exercises) == ["99_orphan.ipynb"]
+    assert build_exercises(solutions, exercises) == [exercises / "99_orphan.ipynb"]
+    assert not (exercises / "99_orphan.ipynb").exists()
+    assert stale_exercises(solutions, exercises) == []
 
 
 def test_committed_exercises_match_the_generator():

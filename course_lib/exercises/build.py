@@ -99,26 +99,32 @@ def _pairs(solutions: Path, exercises: Path) -> list[tuple[Path, Path]]:
     return [(path, exercises / path.name) for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb"))]
 
 
+def _orphans(solutions: Path, exercises: Path) -> list[Path]:
+    """Exercise notebooks whose solution no longer exists."""
+    expected = {target.name for _, target in _pairs(solutions, exercises)}
+    return sorted(p for p in exercises.glob("*.ipynb") if p.name not in expected)
+
+
 def build_exercises(solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises") -> list[Path]:
-    """Write exercises/ from solutions/ and return the files written."""
+    """Write exercises/ from solutions/, delete orphans, and return the files written or deleted."""
     exercises.mkdir(exist_ok=True)
-    written = []
+    changed = []
     for source, target in _pairs(solutions, exercises):
         text = _exercise_text(source)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
-            written.append(target)
-    return written
+            changed.append(target)
+    for orphan in _orphans(solutions, exercises):
+        orphan.unlink()
+        changed.append(orphan)
+    return changed
 
 
 def stale_exercises(solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises") -> list[str]:
     """Return the exercise files that differ from what build_exercises would write (or are orphans)."""
-    stale = []
-    expected = set()
-    for source, target in _pairs(solutions, exercises):
-        expected.add(target.name)
-        text = _exercise_text(source)
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            stale.append(target.name)
-    stale += sorted(p.name for p in exercises.glob("*.ipynb") if p.name not in expected)
-    return stale
+    stale = [
+        target.name
+        for source, target in _pairs(solutions, exercises)
+        if not target.exists() or target.read_text(encoding="utf-8") != _exercise_text(source)
+    ]
+    return stale + [p.name for p in _orphans(solutions, exercises)]
