@@ -1,4 +1,4 @@
-"""The notebook-05 exercise checks reject wrong answers and report unfinished ones (the solutions notebook covers passing)."""
+"""The notebook-05 exercise checks accept the solutions, reject each likely wrong answer, report unfinished ones."""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -7,6 +7,7 @@ from typing import Annotated
 import numpy as np
 import pytest
 import requests
+import torch
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 
 from course_lib.exercises import checks_05
@@ -28,7 +29,7 @@ def test_unfinished_exercises_are_reported_as_not_implemented(classifier):
         lambda: checks_05.check_batch(not_implemented, classifier),
         lambda: checks_05.check_p95_client(not_implemented, classifier),
     ):
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(NotImplementedError, match="^$"):
             call()
 
 
@@ -43,16 +44,33 @@ def decoded(upload: UploadFile):
 # Exercise 1: top_k
 
 
-def top_k_app(classifier, validate: bool = True, honour_k: bool = True) -> FastAPI:
+def correct_answer(probs, k, categories):
+    """The right body: the library's own answer (np.argsort, most likely first), under the key top_k."""
+    answer = prediction(probs, categories, k, 0.0, "")
+    return {"top_class": answer["top_class"], "confidence": answer["confidence"], "top_k": answer["top_5"]}
+
+
+def answer_with(top):
+    """A body built from (class name, probability) pairs, with top_class and confidence from the first pair."""
+    entries = [{"class": name, "probability": float(p)} for name, p in top]
+    return {"top_class": entries[0]["class"], "confidence": entries[0]["probability"], "top_k": entries}
+
+
+def top_k_app(classifier, answer=correct_answer, max_k=None, logits=False) -> FastAPI:
+    """The exercise's app; `answer` builds the body from the probabilities, `max_k` is the validated upper bound."""
     app = FastAPI()
     n_classes = len(classifier.categories)
-    TopK = Annotated[int, Query(ge=1, le=n_classes)] if validate else int  # noqa: N806
+    top_limit = Annotated[int, Query(ge=1, le=n_classes if max_k is None else max_k)]
 
     @app.post("/predict")
-    def predict(file: UploadFile = File(...), top_k: TopK = 5):
-        probs = classifier.probabilities(classifier.batch([decoded(file)]))[0]
-        answer = prediction(probs, classifier.categories, top_k if honour_k else 5, 0.0, classifier.name)
-        return {"top_class": answer["top_class"], "confidence": answer["confidence"], "top_k": answer["top_5"]}
+    def predict(file: UploadFile = File(...), top_k: top_limit = 5):
+        batch = classifier.batch([decoded(file)])
+        if logits:  # the raw model output instead of softmax probabilities
+            with torch.inference_mode():
+                probs = classifier.model(batch)[0].numpy()
+        else:
+            probs = classifier.probabilities(batch)[0]
+        return answer(probs, top_k, classifier.categories)
 
     return app
 
@@ -61,21 +79,93 @@ def test_top_k_check_accepts_a_correct_answer(classifier):
     checks_05.check_top_k(top_k_app, classifier)
 
 
+def test_top_k_check_accepts_probabilities_rounded_to_three_decimals(classifier):
+    def rounded(probs, k, categories):
+        order = np.argsort(-probs, kind="stable")[:k]
+        return answer_with([(categories[i], round(float(probs[i]), 3)) for i in order])
+
+    checks_05.check_top_k(lambda c: top_k_app(c, rounded), classifier)
+
+
 def test_top_k_check_rejects_missing_validation(classifier):
     # prediction() clamps k into 1…classes, so top_k=0 would quietly answer 1 class instead of 422
     with pytest.raises(AssertionError, match="422"):
-        checks_05.check_top_k(lambda c: top_k_app(c, validate=False), classifier)
+        checks_05.check_top_k(lambda c: top_k_app(c, max_k=10_000), classifier)
+
+
+def test_top_k_check_rejects_an_upper_bound_one_too_small(classifier):
+    with pytest.raises(AssertionError, match=f"top_k={len(classifier.categories)} で 422"):
+        checks_05.check_top_k(lambda c: top_k_app(c, max_k=len(c.categories) - 1), classifier)
 
 
 def test_top_k_check_rejects_an_ignored_parameter(classifier):
     with pytest.raises(AssertionError, match="top_k=1 のとき 1 件"):
-        checks_05.check_top_k(lambda c: top_k_app(c, honour_k=False), classifier)
+        checks_05.check_top_k(lambda c: top_k_app(c, lambda probs, k, cats: correct_answer(probs, 5, cats)), classifier)
+
+
+def test_top_k_check_rejects_sorted_probabilities_paired_with_the_first_names(classifier):
+    def first_names(probs, k, categories):
+        return answer_with(zip(categories[:k], sorted(probs, reverse=True)[:k], strict=True))
+
+    with pytest.raises(AssertionError, match="クラス名と、そのクラスの確率を組に"):
+        checks_05.check_top_k(lambda c: top_k_app(c, first_names), classifier)
+
+
+def test_top_k_check_rejects_the_least_likely_classes_in_descending_order(classifier):
+    def least_likely(probs, k, categories):
+        order = probs.argsort()[:k][::-1]
+        return answer_with([(categories[i], probs[i]) for i in order])
+
+    with pytest.raises(AssertionError, match="上位 5 クラスになっていません"):
+        checks_05.check_top_k(lambda c: top_k_app(c, least_likely), classifier)
+
+
+def test_top_k_check_rejects_ascending_order(classifier):
+    def ascending(probs, k, categories):
+        order = np.argsort(-probs)[:k][::-1]
+        return answer_with([(categories[i], probs[i]) for i in order])
+
+    with pytest.raises(AssertionError, match="確率の大きい順に並べてください"):
+        checks_05.check_top_k(lambda c: top_k_app(c, ascending), classifier)
+
+
+def test_top_k_check_rejects_logits_instead_of_probabilities(classifier):
+    with pytest.raises(AssertionError, match="softmax の後の 0〜1 の値"):
+        checks_05.check_top_k(lambda c: top_k_app(c, logits=True), classifier)
+
+
+def test_top_k_check_rejects_percentages(classifier):
+    def percent(probs, k, categories):
+        return correct_answer(probs * 100, k, categories)
+
+    with pytest.raises(AssertionError, match="softmax の後の 0〜1 の値"):
+        checks_05.check_top_k(lambda c: top_k_app(c, percent), classifier)
+
+
+def test_top_k_check_rejects_the_source_key_top_5(classifier):
+    def source_key(probs, k, categories):
+        body = correct_answer(probs, k, categories)
+        body["top_5"] = body.pop("top_k")
+        return body
+
+    with pytest.raises(AssertionError, match='応答に "top_k" がありません'):
+        checks_05.check_top_k(lambda c: top_k_app(c, source_key), classifier)
+
+
+def test_top_k_check_rejects_a_wrong_confidence(classifier):
+    def last_confidence(probs, k, categories):
+        body = correct_answer(probs, k, categories)
+        return {**body, "confidence": body["top_k"][-1]["probability"]}
+
+    with pytest.raises(AssertionError, match="confidence が"):
+        checks_05.check_top_k(lambda c: top_k_app(c, last_confidence), classifier)
 
 
 # Exercise 2: batch endpoint
 
 
-def batch_app(classifier, limit: int | None = 8, skip_unreadable: bool = False, drop_last: bool = False, order=list):
+def batch_app(classifier, limit: int | None = 8, skip_unreadable: bool = False, drop_last: bool = False, order=list,
+              one_by_one: bool = False):
     app = FastAPI()
 
     @app.post("/predict/batch")
@@ -90,10 +180,13 @@ def batch_app(classifier, limit: int | None = 8, skip_unreadable: bool = False, 
             except HTTPException:
                 if not skip_unreadable:
                     raise
-        probs = classifier.probabilities(classifier.batch(images))
+        if one_by_one:  # one inference per file instead of one batch
+            probs = [classifier.probabilities(classifier.batch([image]))[0] for image in images]
+        else:
+            probs = classifier.probabilities(classifier.batch(images))
         results = [
-            {"filename": upload.filename, **{k: v for k, v in prediction(p, classifier.categories, 1, 0.0, "").items()
-                                              if k in ("top_class", "confidence")}}
+            {"filename": upload.filename, "top_class": classifier.categories[int(p.argmax())],
+             "confidence": float(p.max())}
             for upload, p in zip(kept, probs, strict=True)
         ]
         return {"results": order(results[:-1] if drop_last else results)}
@@ -103,6 +196,11 @@ def batch_app(classifier, limit: int | None = 8, skip_unreadable: bool = False, 
 
 def test_batch_check_accepts_a_correct_answer(classifier):
     checks_05.check_batch(batch_app, classifier)
+
+
+def test_batch_check_rejects_one_inference_per_file(classifier):
+    with pytest.raises(AssertionError, match=r"モデルが 4 回、バッチの大きさ \[1, 1, 1, 1\]"):
+        checks_05.check_batch(lambda c: batch_app(c, one_by_one=True), classifier)
 
 
 def test_batch_check_rejects_an_endpoint_that_drops_a_file(classifier):
@@ -127,6 +225,14 @@ def test_batch_check_rejects_a_missing_or_too_small_limit(classifier):
         checks_05.check_batch(lambda c: batch_app(c, limit=5), classifier)
 
 
+def test_batch_check_rejects_results_keyed_by_file_name(classifier):
+    def by_name(results):
+        return list({r["filename"]: r for r in results}.values())  # the repeated digit_0.png collapses
+
+    with pytest.raises(AssertionError, match="results に 4 件"):
+        checks_05.check_batch(lambda c: batch_app(c, order=by_name), classifier)
+
+
 # Exercise 3: P95 under 4 concurrent clients
 
 
@@ -138,12 +244,14 @@ def client_times_ms(url: str, image: bytes, clients: int, n: int) -> list[float]
         with requests.Session() as session:
             for _ in range(count):
                 started = time.perf_counter()
-                session.post(url + "/predict", files={"file": ("d.png", image, "image/png")}, timeout=60).raise_for_status()
+                files = {"file": ("d.png", image, "image/png")}
+                session.post(url + "/predict", files=files, timeout=60).raise_for_status()
                 times.append((time.perf_counter() - started) * 1000)
         return times
 
     with ThreadPoolExecutor(clients) as pool:
-        return [t for times in pool.map(worker, [n // clients + (i < n % clients) for i in range(clients)]) for t in times]
+        counts = [n // clients + (i < n % clients) for i in range(clients)]
+        return [t for times in pool.map(worker, counts) for t in times]
 
 
 def p95_client(summary):
