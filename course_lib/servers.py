@@ -6,7 +6,9 @@
   ``flask --app app run``) as a subprocess.
 
 Both return a handle with ``.url``, ``.port``, ``.start()``, ``.stop()``; it works as a context manager
-and as a long-lived object across cells. Servers still running when Python exits are stopped.
+and as a long-lived object across cells. Every started server is kept until ``stop()``, even when its handle is
+dropped; servers still running when Python exits are stopped, and on Linux a script server also ends when the
+process that started it is killed (a Jupyter "Restart kernel" skips atexit).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ import requests
 
 __all__ = ["ServerError", "PortInUseError", "Server", "ThreadServer", "ScriptServer", "serve", "serve_script"]
 
-_LIVE: weakref.WeakSet[Server] = weakref.WeakSet()
+# Every started server, held until stop(): a handle the caller dropped must not leave its server unstoppable.
+_LIVE: set[Server] = set()
+# Wraps script servers so they end with this process even when it is killed (course_lib/die_with_parent.py).
+_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 
 
 class ServerError(RuntimeError):
@@ -298,6 +302,13 @@ def _resolve_command(command: str | Sequence[str], port: int) -> list[str]:
     return args
 
 
+def _die_with_parent(args: list[str]) -> list[str]:
+    """The command, wrapped on Linux so that it ends when this process dies (see die_with_parent.py)."""
+    if not sys.platform.startswith("linux"):
+        return args
+    return [sys.executable, str(_DIE_WITH_PARENT), str(os.getpid()), *args]
+
+
 class ScriptServer(Server):
     """A server started as a subprocess, such as `uvicorn app:app --port {port}`."""
 
@@ -344,7 +355,7 @@ class ScriptServer(Server):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         with os.fdopen(fd, "wb") as log_file:
             self.process = subprocess.Popen(
-                args,
+                _die_with_parent(args),
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,

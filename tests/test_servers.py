@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from contextlib import asynccontextmanager
 
 import psutil
@@ -391,3 +392,59 @@ def test_a_script_that_never_answers_times_out_and_is_killed(tmp_path):
     assert (tmp_path / "got_sigterm").read_text() == "yes"
     assert_gone(int((tmp_path / "child_pid").read_text()))
     assert server.process is None and not server.running
+
+
+# A Python process that starts `http.server` through serve_script inside a function, keeps only the port and the
+# child's pid, and drops the handle; then it either exits normally or waits to be killed.
+DROPPED_HANDLE = textwrap.dedent(
+    """
+    import gc, sys, time
+    from course_lib.servers import serve_script
+
+    def start() -> tuple[int, int]:
+        server = serve_script(["python", "-m", "http.server", "{port}", "--bind", "127.0.0.1"], ready_path="/")
+        return server.port, server.process.pid
+
+    port, pid = start()
+    gc.collect()
+    print(port, pid, flush=True)
+    if sys.argv[1] == "wait":
+        time.sleep(600)
+    """
+)
+
+
+def _port_is_free_soon(port: int, timeout: float = 10.0) -> bool:
+    """Poll until nothing listens on the port (a killed child takes a moment to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_dropped_script_handle_still_stops_its_server_when_python_exits(tmp_path):
+    result = subprocess.run([sys.executable, "-c", DROPPED_HANDLE, "exit"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    port, pid = map(int, result.stdout.split())
+    assert_gone(pid)
+    assert _port_is_free_soon(port)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_script_server_dies_with_its_parent_when_the_parent_is_killed(tmp_path):
+    """A Jupyter "Restart kernel" SIGKILLs the kernel: atexit never runs, the child must still end."""
+    parent = subprocess.Popen([sys.executable, "-c", DROPPED_HANDLE, "wait"], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+    try:
+        port, pid = map(int, parent.stdout.readline().split())
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        parent.kill()
+        parent.wait(10)
+        assert_gone(pid)
+        assert _port_is_free_soon(port)
+    finally:
+        parent.kill()
+        parent.stdout.close()
