@@ -2,13 +2,15 @@
 
 Real-time scoring goes through ``course_lib.apps.iris_flask`` and ``course_lib.bench.http_latency``; edge scoring
 through an ONNX export (``course_lib.serialization``) and ``course_lib.bench.time_calls``. This module adds what
-is specific to the comparison: a generated batch file, a batch job, and the table and plot next to the source's
-orders of magnitude.
+is specific to the comparison: a generated batch file, a batch job, calls timed in turn (the stages of one request,
+HTTP against in-process inference), a Japanese summary of latency, and the table and plot next to the source's orders of
+magnitude.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from course_lib.bench import LatencyStats
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
 
 __all__ = [
-    "SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "pattern_table", "table_for_reading",
-    "plot_patterns",
+    "SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "interleaved_calls", "describe_latency",
+    "format_ms", "pattern_table", "table_for_reading", "plot_patterns",
 ]
 
 # The source's typical latency per pattern: a range in ms for the plot, and the source's words (Japanese, shown
@@ -91,6 +93,35 @@ def score_batch_file(model: Any, in_path: str | Path, out_path: str | Path, chun
     return BatchResult(rows, time.perf_counter() - started, out_path)
 
 
+def interleaved_calls(calls: Mapping[str, Callable[[], Any]], n: int = 100, warmup: int = 5) -> dict[str, LatencyStats]:
+    """Call every function once per round, in turn, for n rounds; return each one's latency over the same rounds.
+
+    course_lib.bench.paired_calls for any number of calls: a change of machine load hits every call alike, and sample
+    i of every result comes from round i, so per-round sums and differences can be taken.
+    """
+    if not calls:
+        raise ValueError("no calls to time")
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(n):
+        for name, fn in calls.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: LatencyStats.from_seconds(seconds) for name, seconds in samples.items()}
+
+
+def describe_latency(stats: LatencyStats) -> str:
+    """LatencyStats as one Japanese line for learners: the source's statistics, each time with its unit."""
+    s = stats.summary()
+    line = (f"{stats.n} 回: 平均 {format_ms(s['mean_ms'])}、中央値 {format_ms(s['median_ms'])}、"
+            f"p95 {format_ms(s['p95_ms'])}、p99 {format_ms(s['p99_ms'])}、最小 {format_ms(s['min_ms'])}、"
+            f"最大 {format_ms(s['max_ms'])}、標準偏差 {format_ms(s['std_ms'])}")
+    return line + (f"、1 秒あたり {stats.throughput:,.0f} 回" if np.isfinite(stats.throughput) else "")
+
+
 def pattern_table(batch: BatchResult, realtime: LatencyStats, edge: LatencyStats,
                   in_process: LatencyStats | None = None) -> pd.DataFrame:
     """One row per pattern: what the client waits for, per-prediction cost, throughput, and the source's range."""
@@ -118,9 +149,9 @@ def table_for_reading(table: pd.DataFrame) -> pd.DataFrame:
     """The pattern table as a learner reads it: Japanese labels, each time with its unit, rates with separators."""
     shown = pd.DataFrame({
         "how": table["how"],
-        "wait_ms": table["wait_ms"].map(_format_ms),
-        "p95_ms": table["p95_ms"].map(lambda ms: _format_ms(ms) if np.isfinite(ms) else "—"),
-        "ms_per_prediction": table["ms_per_prediction"].map(_format_ms),
+        "wait_ms": table["wait_ms"].map(format_ms),
+        "p95_ms": table["p95_ms"].map(lambda ms: format_ms(ms) if np.isfinite(ms) else "—"),
+        "ms_per_prediction": table["ms_per_prediction"].map(format_ms),
         "predictions_per_s": table["predictions_per_s"].map("{:,.0f}".format),
         "source_order": table["source_order"],
     })
@@ -145,7 +176,7 @@ def plot_patterns(table: pd.DataFrame) -> Any:
             wait_ax.plot([wait, p95], [y, y], color="tab:red", lw=2)
             values.append(p95)
         wait_ax.plot(wait, y, "o", color="tab:red", label="measured here (p50 → p95)" if y == 0 else None)
-        wait_ax.annotate(_format_ms(wait), (wait, y), textcoords="offset points", xytext=(4, 7), fontsize=9)
+        wait_ax.annotate(format_ms(wait), (wait, y), textcoords="offset points", xytext=(4, 7), fontsize=9)
         values.append(wait)
     wait_ax.set_xscale("log")
     wait_ax.set_xlim(min(values) / 3, max(values) * 3)
@@ -168,8 +199,10 @@ def plot_patterns(table: pd.DataFrame) -> Any:
     return fig
 
 
-def _format_ms(ms: float) -> str:
-    """A duration in ms as a short human string."""
+def format_ms(ms: float) -> str:
+    """A duration in ms as a short string with its unit: s, ms or µs (a difference of two durations may be negative)."""
+    if ms < 0:
+        return "-" + format_ms(-ms)
     if ms >= 1000:
         return f"{ms / 1000:.2f} s"
     if ms >= 1:

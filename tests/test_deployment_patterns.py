@@ -1,5 +1,6 @@
 """course_lib.deployment_patterns: the batch job scores every row as the model does, in chunks, and times the whole job;
-the table shows each pattern's own statistic; the plot draws every pattern."""
+calls timed in turn keep each call's own samples round by round; the Japanese summary and the reading table show each
+time with its unit; the table shows each pattern's own statistic; the plot draws every pattern."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import math
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +19,18 @@ import pytest
 
 from course_lib.bench import LatencyStats
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES
-from course_lib.deployment_patterns import SOURCE_ORDERS, pattern_table, plot_patterns, score_batch_file, write_batch_file
+from course_lib.deployment_patterns import (
+    SOURCE_ORDERS,
+    BatchResult,
+    describe_latency,
+    format_ms,
+    interleaved_calls,
+    pattern_table,
+    plot_patterns,
+    score_batch_file,
+    table_for_reading,
+    write_batch_file,
+)
 from course_lib.models import train_iris_forest
 
 CALL_S = 0.03
@@ -119,3 +133,63 @@ def test_plot_draws_every_pattern_within_its_axes(tmp_path, model):
     low, high = rate_ax.get_xlim()
     assert low < min(table["predictions_per_s"]) and max(table["predictions_per_s"]) < high
     assert len(rate_ax.patches) == len(table)  # one throughput bar per pattern
+
+
+SLOW_S = 0.05
+
+
+def test_interleaved_calls_time_each_call_in_turn_and_keep_its_own_rounds():
+    order: list[str] = []
+    slow_round = 3  # the slow call sleeps in this timed round only (after 2 warm-up rounds)
+
+    def fast():
+        order.append("fast")
+
+    def slow():
+        order.append("slow")
+        if order.count("slow") == 2 + slow_round + 1:
+            time.sleep(SLOW_S)
+
+    stats = interleaved_calls({"fast": fast, "slow": slow}, n=6, warmup=2)
+    assert order == ["fast", "slow"] * 8  # warm-up and timed rounds alternate call by call
+    assert list(stats) == ["fast", "slow"] and stats["fast"].n == stats["slow"].n == 6
+    # The sleep lands in the slow call's own sample of that round (a sleep never ends early), not in the other call's.
+    assert stats["slow"].samples_ms[slow_round] >= SLOW_S * 1000
+    assert int(np.argmax(stats["slow"].samples_ms)) == slow_round
+    assert stats["fast"].samples_ms.max() < stats["slow"].samples_ms[slow_round] / 2
+    with pytest.raises(ValueError, match="no calls"):
+        interleaved_calls({})
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(2500.0, "2.50 s"), (81.2, "81.2 ms"), (1.0, "1.0 ms"), (0.3, "300 µs"), (0.0125, "12.5 µs"), (-0.5, "-500 µs")],
+)
+def test_format_ms_picks_the_unit(ms, text):
+    assert format_ms(ms) == text
+
+
+def test_describe_latency_is_one_japanese_line_with_units():
+    stats = LatencyStats.from_seconds([0.001, 0.002, 0.003, 0.004, 0.100], wall_s=0.5)
+    line = describe_latency(stats)
+    assert line.startswith("5 回: 平均 22.0 ms、中央値 3.0 ms、p95 80.8 ms、")
+    assert "最小 1.0 ms、最大 100.0 ms" in line and line.endswith("、1 秒あたり 10 回")
+    assert "1 秒あたり" not in describe_latency(LatencyStats.from_seconds([0.001, 0.002]))  # no wall time: no rate
+
+
+def test_table_for_reading_has_japanese_labels_a_dash_for_the_batch_p95_and_units_on_every_time():
+    batch = BatchResult(rows=500, seconds=2.5, output=Path("scored.csv"))
+    realtime = LatencyStats.from_seconds([0.003, 0.004, 0.005, 0.006, 0.100], wall_s=0.2)
+    edge = LatencyStats.from_seconds([0.0001, 0.0002, 0.0003, 0.0004, 0.0100], wall_s=0.02)
+    shown = table_for_reading(pattern_table(batch, realtime, edge))
+    assert list(shown.index) == ["バッチ", "リアルタイム", "エッジ"] and shown.index.name == "パターン"
+    assert list(shown.columns) == ["測り方", "答えまでの時間", "p95", "1 推論あたり", "推論/秒", "教科書の目安"]
+    assert shown.loc["バッチ", "p95"] == "—"  # a batch job has one duration, no distribution
+    assert shown.loc["バッチ", "答えまでの時間"] == "2.50 s" and shown.loc["バッチ", "1 推論あたり"] == "5.0 ms"
+    assert shown.loc["リアルタイム", "答えまでの時間"] == "5.0 ms" and shown.loc["リアルタイム", "p95"] == "81.2 ms"
+    assert shown.loc["エッジ", "答えまでの時間"] == "300 µs"
+    times = [shown.loc[name, column] for name in shown.index for column in ["答えまでの時間", "p95", "1 推論あたり"]]
+    assert all(re.fullmatch(r"\d+\.?\d* (s|ms|µs)", t) for t in times if t != "—"), times
+    assert shown.loc["バッチ", "推論/秒"] == "200" and shown.loc["リアルタイム", "推論/秒"] == "25"
+    with_reference = table_for_reading(pattern_table(batch, realtime, edge, in_process=edge))
+    assert list(with_reference.index)[-1] == "（参考）scikit-learn"
