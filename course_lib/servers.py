@@ -31,7 +31,10 @@ from typing import Any
 
 import requests
 
-__all__ = ["ServerError", "PortInUseError", "Server", "ThreadServer", "ScriptServer", "serve", "serve_script"]
+__all__ = [
+    "ServerError", "PortInUseError", "Server", "ThreadServer", "WSGIServer", "ASGIServer", "ScriptServer", "serve",
+    "serve_script",
+]
 
 # Every started server, held until stop(): a handle the caller dropped must not leave its server unstoppable.
 _LIVE: set[Server] = set()
@@ -89,7 +92,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Server:
     """Common handle: url, port, start/stop, context manager."""
 
-    kind = "server"
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -136,7 +138,7 @@ class Server:
 
     def __repr__(self) -> str:
         where = self.url if self.port is not None else "stopped"
-        return f"<{type(self).__name__} {self.kind} {where}>"
+        return f"<{type(self).__name__} {where}>"
 
 
 def _is_wsgi(app: Any) -> bool:
@@ -163,7 +165,7 @@ class _LogCapture(logging.Handler):
 
 
 class ThreadServer(Server):
-    """A WSGI or ASGI app served from a daemon thread of this process."""
+    """An app served from a daemon thread of this process; WSGIServer and ASGIServer say how."""
 
     def __init__(
         self,
@@ -178,7 +180,6 @@ class ThreadServer(Server):
         self.app = app
         self.timeout = timeout
         self.log_level = log_level
-        self.kind = "wsgi" if _is_wsgi(app) else "asgi"
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._sock: socket.socket | None = None
@@ -192,10 +193,7 @@ class ThreadServer(Server):
         self._sock = bind_socket(self.host, self.requested_port)
         self.port = self._sock.getsockname()[1]
         try:
-            if self.kind == "wsgi":
-                self._start_wsgi()
-            else:
-                self._start_asgi()
+            self._serve_in_thread()
         except BaseException as exc:
             try:
                 self._stop()
@@ -204,7 +202,35 @@ class ThreadServer(Server):
             self.port = None
             raise
 
-    def _start_wsgi(self) -> None:
+    def _serve_in_thread(self) -> None:
+        """Create self._server on self._sock and start self._thread serving it; return once it is ready."""
+        raise NotImplementedError
+
+    def _ask_to_stop(self) -> None:
+        """Make the serving thread return (it is alive); the caller joins it."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release what the server holds once its thread has ended."""
+
+    def _stop(self) -> None:
+        thread, server = self._thread, self._server
+        if server is not None and thread is not None and thread.is_alive():
+            self._ask_to_stop()
+            if thread.is_alive():
+                raise ServerError(f"the server thread did not stop within {2 * self.timeout:.0f} s")
+        if server is not None:
+            self._close()
+        if self._sock is not None:
+            self._sock.close()
+        self._thread = self._server = self._sock = None
+
+
+class WSGIServer(ThreadServer):
+    """A WSGI app (Flask) on Werkzeug's threaded server."""
+
+
+    def _serve_in_thread(self) -> None:
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(self.log_level.upper())
@@ -217,7 +243,19 @@ class ThreadServer(Server):
         )
         self._thread.start()
 
-    def _start_asgi(self) -> None:
+    def _ask_to_stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(self.timeout)
+
+    def _close(self) -> None:
+        self._server.server_close()
+
+
+class ASGIServer(ThreadServer):
+    """An ASGI app (FastAPI, Starlette) on uvicorn, with its own event loop in the thread."""
+
+
+    def _serve_in_thread(self) -> None:
         import uvicorn
 
         config = uvicorn.Config(
@@ -253,37 +291,21 @@ class ThreadServer(Server):
         finally:
             log.removeHandler(capture)
 
-    def _stop(self) -> None:
-        thread, server = self._thread, self._server
-        if server is not None and thread is not None and thread.is_alive():
-            if self.kind == "wsgi":
-                server.shutdown()
-                thread.join(self.timeout)
-            else:
-                server.should_exit = True
-                thread.join(self.timeout)
-                if thread.is_alive():
-                    server.force_exit = True
-                    thread.join(self.timeout)
-            if thread.is_alive():
-                raise ServerError(f"the server thread did not stop within {2 * self.timeout:.0f} s")
-        if self.kind == "wsgi" and server is not None:
-            server.server_close()
-        if self._sock is not None:
-            self._sock.close()
-        self._thread = self._server = self._sock = None
+    def _ask_to_stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(self.timeout)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(self.timeout)
 
 
-def serve(
-    app: Any,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    timeout: float = 15.0,
-    log_level: str = "warning",
-) -> ThreadServer:
-    """Start app (Flask/WSGI or FastAPI/ASGI) in a background thread and return its running handle."""
-    return ThreadServer(app, host, port, timeout=timeout, log_level=log_level).start()
+def serve(app: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -> ThreadServer:
+    """Start app (Flask/WSGI or FastAPI/ASGI) in a background thread and return its running handle.
+
+    options go to the server class: timeout (seconds to start or stop), log_level ("warning" keeps cells quiet).
+    """
+    server_class = WSGIServer if _is_wsgi(app) else ASGIServer
+    return server_class(app, host, port, **options).start()
 
 
 _MODULE_COMMANDS = {"uvicorn", "flask", "jupyter", "gunicorn"}
@@ -312,7 +334,6 @@ def _die_with_parent(args: list[str]) -> list[str]:
 class ScriptServer(Server):
     """A server started as a subprocess, such as `uvicorn app:app --port {port}`."""
 
-    kind = "script"
     stop_timeout = 10.0  # seconds stop() waits after SIGTERM before SIGKILL, and again after SIGKILL
 
     def __init__(
@@ -403,17 +424,9 @@ class ScriptServer(Server):
             self.log_path.unlink(missing_ok=True)
 
 
-def serve_script(
-    command: str | Sequence[str],
-    *,
-    port: int | None = None,
-    host: str = "127.0.0.1",
-    cwd: str | os.PathLike[str] | None = None,
-    env: dict[str, str] | None = None,
-    ready_path: str = "/",
-    timeout: float = 30.0,
-) -> ScriptServer:
-    """Run a server command as a subprocess ({port} is replaced by a free port) and wait until it answers."""
-    return ScriptServer(
-        command, port=port, host=host, cwd=cwd, env=env, ready_path=ready_path, timeout=timeout
-    ).start()
+def serve_script(command: str | Sequence[str], **options: Any) -> ScriptServer:
+    """Run a server command as a subprocess ({port} is replaced by a free port) and wait until it answers.
+
+    options go to ScriptServer: port, host, cwd, env, ready_path, timeout.
+    """
+    return ScriptServer(command, **options).start()

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from flask import Flask
 from helpers import open_fds, settled_thread_count
 
-from course_lib.servers import PortInUseError, ScriptServer, ServerError, serve, serve_script
+from course_lib.servers import ASGIServer, PortInUseError, ScriptServer, ServerError, WSGIServer, serve, serve_script
 
 
 class Gate:
@@ -78,6 +78,14 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@pytest.mark.parametrize(("name", "server_class"), [("flask", WSGIServer), ("fastapi", ASGIServer)])
+def test_serve_picks_the_server_for_the_protocol(name, server_class):
+    with serve(APPS[name]()) as server:
+        assert type(server) is server_class
+        assert repr(server) == f"<{server_class.__name__} {server.url}>"
+    assert repr(server) == f"<{server_class.__name__} stopped>"
 
 
 @pytest.mark.parametrize("name", APPS)
