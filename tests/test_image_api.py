@@ -186,6 +186,8 @@ BAD_INPUTS = {
     "truncated png": ("/predict", file_field(NOISE_PNG[:300]), 400),
     "truncated jpeg": ("/predict", file_field(NOISE_JPEG[:500], "x.jpg", "image/jpeg"), 400),
     "png signature only": ("/predict", file_field(b"\x89PNG\r\n\x1a\n"), 415),
+    "zero-width png": ("/predict", file_field(png_header_claiming(0, 8)), 415),  # Pillow identifies no format
+    "zero-height png": ("/predict", file_field(png_header_claiming(8, 0)), 415),
     "decompression bomb": ("/predict", file_field(png_header_claiming(50_000, 50_000)), 413),
     "too many pixels": ("/predict", file_field(png_header_claiming(8_000, 8_000)), 413),
     "file over 10 MiB": ("/predict", file_field(b"\xff\xd8" + b"\x00" * MAX_IMAGE_BYTES), 413),
@@ -199,7 +201,10 @@ BAD_INPUTS = {
     "json to the upload route": ("/predict", b64(encode_base64(SAMPLES["digit_0.png"])), 422),
     "broken multipart": (
         "/predict",
-        {"data": b"--xyz\r\nContent-Disposition: form-da", "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}},
+        {
+            "data": b"--xyz\r\nContent-Disposition: form-da",
+            "headers": {"Content-Type": "multipart/form-data; boundary=xyz"},
+        },
         422,
     ),
     # Base64 JSON
@@ -215,8 +220,14 @@ BAD_INPUTS = {
     "json over the body limit": ("/predict/base64", b64("A" * (MAX_BODY_BYTES + 10)), 413),
     "image is a number": ("/predict/base64", b64(12345), 422),
     "image is null": ("/predict/base64", b64(None), 422),
+    "image is a list": ("/predict/base64", b64([encode_base64(SAMPLES["digit_0.png"])]), 422),
+    "image is an object": ("/predict/base64", b64({"data": encode_base64(SAMPLES["digit_0.png"])}), 422),
+    "image is true": ("/predict/base64", b64(True), 422),
+    "base64 of a zero-pixel png": ("/predict/base64", b64(encode_base64(png_header_claiming(0, 0))), 415),
     "image key missing": ("/predict/base64", {"json": {"img": "aGVsbG8="}}, 422),
-    "NaN in the body": ("/predict/base64", {"data": '{"image": NaN}', "headers": {"Content-Type": "application/json"}}, 422),
+    "NaN in the body": (
+        "/predict/base64", {"data": '{"image": NaN}', "headers": {"Content-Type": "application/json"}}, 422
+    ),
     "not json": ("/predict/base64", {"data": "image=abc", "headers": {"Content-Type": "application/json"}}, 422),
     "json array": ("/predict/base64", {"json": ["aGVsbG8="]}, 422),
     "upload to the base64 route": ("/predict/base64", file_field(SAMPLES["digit_0.png"]), 422),
@@ -236,7 +247,9 @@ def test_bad_input_gets_a_clear_4xx_json_error_and_the_server_keeps_serving(serv
     assert upload(url, "digit_1.png", SAMPLES["digit_1.png"]).json()["top_class"] == "1"
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/predict", 405), ("POST", "/nope", 404), ("DELETE", "/health", 405)])
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("GET", "/predict", 405), ("POST", "/nope", 404), ("DELETE", "/health", 405)]
+)
 def test_wrong_routes_and_methods_answer_json(servers, method, path, status):
     response = requests.request(method, servers("torch") + path, timeout=10)
     assert response.status_code == status and "error" in response.json()
@@ -260,6 +273,25 @@ def test_demo_page_and_its_assets_are_served_locally(servers):
         assert response.status_code == 200 and "https://" not in response.text
     docs = requests.get(url + "/docs", timeout=10)
     assert docs.status_code == 200 and "cdn.jsdelivr.net" not in docs.text  # Swagger UI served offline
+
+
+def test_serve_without_the_imagenet_weights_exits_with_advice_instead_of_downloading(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from course_lib.vision import MODEL_ENV
+
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}  # an empty hub cache
+    env.pop(MODEL_ENV, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "course_lib", "serve", "image-api", "--model", "imagenet", "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "error: the ImageNet ResNet-50 weights are unavailable (they are not cached)" in result.stderr
+    assert "python -m course_lib download-weights" in result.stderr and "Traceback" not in result.stderr
+    assert "serving" not in result.stdout and not (tmp_path / "torch").exists()  # nothing was downloaded
 
 
 def test_standalone_server_from_the_command_line(classifier):

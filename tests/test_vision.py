@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import re
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -16,6 +20,7 @@ from course_lib.vision import (
     MODEL_ENV,
     ImageError,
     WeightsUnavailableError,
+    benchmark_resnet50,
     decode_base64,
     decode_image,
     encode_base64,
@@ -124,9 +129,35 @@ def test_bad_images_raise_image_error_with_a_status(data, status, words):
 
 
 def test_size_limit_is_checked_before_decoding():
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(ImageError, match="101 bytes; the limit is 100 bytes") as info:
         decode_image(b"\xff" * 101, max_bytes=100)
     assert info.value.status == 413
+
+
+def header_with_size(fmt: str, width: int, height: int) -> bytes:
+    """A small valid file of format `fmt` whose header is rewritten to claim width×height pixels."""
+    raw = bytearray(encoded(Image.new("RGB", (8, 8), RED), fmt))
+    if fmt == "PNG":
+        return png_with_size(width, height)
+    if fmt == "JPEG":  # start-of-frame: length(2) precision(1) height(2) width(2)
+        sof = raw.index(b"\xff\xc0")
+        raw[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    elif fmt == "BMP":  # BITMAPINFOHEADER: width and height as signed 32-bit integers
+        raw[18:26] = struct.pack("<ii", width, height)
+    elif fmt == "GIF":  # logical screen and the first image descriptor
+        raw[6:10] = struct.pack("<HH", width, height)
+        descriptor = raw.index(b"\x2c", 13)
+        raw[descriptor + 5 : descriptor + 9] = struct.pack("<HH", width, height)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF"])
+@pytest.mark.parametrize(("width", "height"), [(0, 8), (8, 0), (0, 0)])
+def test_a_zero_pixel_image_is_a_4xx_image_error(fmt, width, height):
+    # Pillow identifies no format for a header with zero width or height, so this is the 415 of an unknown file
+    with pytest.raises(ImageError, match="not a JPEG, PNG, WebP, BMP or GIF") as info:
+        decode_image(header_with_size(fmt, width, height))
+    assert info.value.status == 415
 
 
 def test_base64_with_and_without_data_url_prefix_and_line_breaks():
@@ -140,17 +171,24 @@ def test_base64_with_and_without_data_url_prefix_and_line_breaks():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "abc$", "iVBORw0KGgoA=", "aGVsbG8==", "aGVsbG8=x", "aGVsbG8", "aGVs bG8=", "a-_b", "data:text/plain;base64,aGVsbG8=",
-     "data:image/png,aGVsbG8=", "data:image/png;base64,", "ü"],
+    ["", "   ", "abc$", "iVBORw0KGgoA=", "aGVsbG8==", "aGVsbG8=x", "aGVsbG8", "aGVs bG8=", "a-_b",
+     "data:text/plain;base64,aGVsbG8=", "data:image/png,aGVsbG8=", "data:image/png;base64,", "ü"],
 )
 def test_bad_base64_is_refused(text):
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(ImageError, match="Base64|data URL") as info:
         decode_base64(text)
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize("value", [None, 42, 4.2, b"aGVsbG8=", ["aGVsbG8="], {"image": "aGVsbG8="}])
+def test_base64_that_is_not_a_string_is_a_400(value):
+    with pytest.raises(ImageError, match="must be a Base64 string") as info:
+        decode_base64(value)
+    assert info.value.status == 400
+
+
 def test_too_long_base64_is_refused_before_decoding():
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(ImageError, match="more than 100 bytes") as info:
         decode_base64("A" * 200, max_bytes=100)
     assert info.value.status == 413
 
@@ -163,7 +201,8 @@ def test_sample_images_decode_and_digits_are_recognised():
     for index in range(3):
         result = classifier.predict(samples[f"digit_{index}.png"])
         assert result["top_class"] == str(index) and result["model"] == "digits"
-        assert [e["probability"] for e in result["top_5"]] == sorted((e["probability"] for e in result["top_5"]), reverse=True)
+        probabilities = [e["probability"] for e in result["top_5"]]
+        assert probabilities == sorted(probabilities, reverse=True)
 
 
 def test_digits_model_trains_deterministically_into_an_empty_cache(tmp_path, monkeypatch):
@@ -179,10 +218,11 @@ def test_digits_model_trains_deterministically_into_an_empty_cache(tmp_path, mon
     assert np.allclose(trained.probabilities(batch), cached.probabilities(batch), atol=1e-6)
     from course_lib.vision.digits import train_digits
 
-    again, accuracy, _ = train_digits()  # deterministic: a second run gives the same weights
-    assert accuracy == trained.accuracy
-    for name, tensor in again.state_dict().items():
-        assert torch.equal(tensor, trained.model.state_dict()[name]), name
+    # deterministic: two runs give the same weights (one epoch each, the same code path as the six above)
+    (first, first_accuracy, _), (second, second_accuracy, _) = train_digits(epochs=1), train_digits(epochs=1)
+    assert first_accuracy == second_accuracy
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
 
 
 @pytest.fixture
@@ -228,18 +268,113 @@ def test_auto_falls_back_to_digits_and_forced_imagenet_explains_how_to_download(
         resolve_model_name()
 
 
-def test_download_weights_command_uses_the_hub_cache(empty_torch_home):
-    import os
-    import subprocess
-    import sys
-
-    _, path = place_random_resnet50(empty_torch_home)
-    env = {**os.environ, "TORCH_HOME": str(empty_torch_home)}
-    result = subprocess.run(
-        [sys.executable, "-m", "course_lib", "download-weights"], env=env, capture_output=True, text=True, timeout=300
+def download_command(torch_home, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m course_lib download-weights ARGS` with TORCH_HOME pointing at a test folder."""
+    env = {**os.environ, "TORCH_HOME": str(torch_home)}
+    env.pop(MODEL_ENV, None)
+    return subprocess.run(
+        [sys.executable, "-m", "course_lib", "download-weights", *args],
+        env=env, capture_output=True, text=True, timeout=300,
     )
+
+
+def test_download_weights_keeps_a_cached_file_that_loads(empty_torch_home):
+    _, path = place_random_resnet50(empty_torch_home)
+    before = path.stat().st_mtime_ns
+    result = download_command(empty_torch_home, "--url", "http://127.0.0.1:9/never-asked.pth")
     assert result.returncode == 0, result.stderr
-    assert str(path) in result.stdout
+    assert f"ResNet-50 ImageNet weights ready: {path}" in result.stdout
+    assert path.stat().st_mtime_ns == before
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (a stand-in for download.pytorch.org: no internet needed)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    from course_lib.servers import serve
+
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    with serve(Starlette(routes=[Mount("/", StaticFiles(directory=folder))])) as server:  # a missing file is a 404
+        yield folder, server.url
+
+
+def test_download_weights_fetches_checks_and_caches_the_file(empty_torch_home, mirror):
+    from torchvision.models import resnet50
+
+    folder, url = mirror
+    torch.manual_seed(0)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in resnet50().state_dict().items()}  # half the size
+    torch.save(weights, folder / "resnet50-copy.pth")  # no hash in the name: checked by loading it
+    result = download_command(empty_torch_home, "--url", f"{url}/resnet50-copy.pth")
+    assert result.returncode == 0, result.stderr
+    path = empty_torch_home / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    assert f"ResNet-50 ImageNet weights ready: {path}" in result.stdout
+    assert torch.equal(torch.load(path, weights_only=True)["fc.weight"], weights["fc.weight"])
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial file left
+    classifier = load_classifier("auto")
+    assert classifier.name == "imagenet"
+    assert torch.equal(classifier.model.fc.weight, weights["fc.weight"].float())
+
+
+@pytest.mark.parametrize(
+    ("served", "words"),
+    [
+        pytest.param("resnet50-11ad3fa6.pth", "invalid hash value", id="hash-in-the-name-does-not-match"),
+        pytest.param("resnet50-copy.pth", "is not a ResNet-50 state dict", id="not-a-checkpoint"),
+        pytest.param(None, "HTTPError: HTTP Error 404", id="not-found"),
+    ],
+)
+def test_a_failed_download_exits_1_with_advice_and_leaves_no_file(empty_torch_home, mirror, served, words):
+    folder, url = mirror
+    name = served or "resnet50-missing.pth"
+    if served:
+        (folder / served).write_bytes(b"a small file that is not a ResNet-50 checkpoint")
+    result = download_command(empty_torch_home, "--url", f"{url}/{name}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(words, result.stderr), result.stderr
+    assert "error: the ImageNet ResNet-50 weights are unavailable" in result.stderr
+    assert "python -m course_lib download-weights" in result.stderr and "Traceback" not in result.stderr
+    checkpoints = empty_torch_home / "hub" / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())
+    assert resolve_model_name("auto") == "digits"
+
+
+def test_a_download_from_a_closed_port_fails_with_advice(empty_torch_home):
+    from course_lib.servers import free_port
+
+    result = download_command(empty_torch_home, "--url", f"http://127.0.0.1:{free_port()}/resnet50.pth")
+    assert result.returncode == 1
+    assert "URLError" in result.stderr and "Connection refused" in result.stderr
+
+
+def test_benchmark_resnet50_uses_seeded_random_weights_without_the_imagenet_file(empty_torch_home):
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = benchmark_resnet50()
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random state is untouched
+    second = benchmark_resnet50()
+    assert first.name == "resnet50-random" and "meaningless" in first.description and "乱数" in first.summary_ja
+    assert first.input_shape == (3, 224, 224) and len(first.categories) == 1000 and not first.model.training
+    assert torch.equal(first.model.fc.weight, second.model.fc.weight)
+    assert first.batch([decode_image(sample_images()["china.jpg"])]).shape == (1, 3, 224, 224)
+
+
+def test_benchmark_resnet50_uses_the_imagenet_weights_when_cached(empty_torch_home):
+    weights, _ = place_random_resnet50(empty_torch_home)
+    classifier = benchmark_resnet50()
+    assert classifier.name == "imagenet" and torch.equal(classifier.model.fc.weight, weights["fc.weight"])
+
+
+def test_verbose_loading_prints_one_japanese_line(capsys):
+    load_classifier("digits", verbose=True)
+    line = capsys.readouterr().out
+    assert line.startswith("画像モデル: digits — scikit-learn の手書き数字で学習した torchvision の ResNet-18")
+    assert line.count("\n") == 1
 
 
 @pytest.mark.parametrize("content", ["garbage", "truncated"])

@@ -105,7 +105,9 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
     @app.exception_handler(RequestValidationError)
     def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # The input is not echoed back: a NaN or huge value in it would break the JSON answer.
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
 
     def classify(data: bytes, k: int = 5) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from course_lib.vision.digits import DIGIT_CLASSES, DigitsPreprocess, load_digit
 MODEL_ENV = "COURSE_IMAGE_MODEL"
 MODEL_NAMES = ("auto", "imagenet", "digits")
 DOWNLOAD_COMMAND = "python -m course_lib download-weights"
+HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's rule: name-<sha256 prefix>.pth is checked on download
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -39,6 +40,7 @@ class Classifier:
     description: str
     accuracy: float | None = None  # held-out accuracy when the course measured it (digits)
     input_shape: tuple[int, ...] = field(default=(3, 224, 224))
+    summary_ja: str = ""  # the description for learners (load_classifier(verbose=True) prints it)
 
     def batch(self, images: list[Image.Image]) -> torch.Tensor:
         """Preprocess RGB images into one (N, C, H, W) float tensor."""
@@ -85,25 +87,66 @@ def imagenet_weights_path() -> Path:
 
 
 def imagenet_classifier(download: bool = True) -> Classifier:
-    """torchvision ResNet-50 with ResNet50_Weights.DEFAULT, loaded by torchvision (cache, else download)."""
+    """torchvision ResNet-50 with ResNet50_Weights.DEFAULT from the hub cache (downloaded first when allowed)."""
     from torchvision.models import ResNet50_Weights, resnet50
 
     weights = ResNet50_Weights.DEFAULT
     path = imagenet_weights_path()
-    if not path.exists() and not download:
-        raise WeightsUnavailableError(_how_to_get_weights(path, "they are not cached"))
+    if not path.exists():
+        if not download:
+            raise WeightsUnavailableError(_how_to_get_weights(path, "they are not cached"))
+        download_weights()
     try:
         model = resnet50(weights=weights)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # URLError is an OSError; broken files
+    except Exception as exc:  # noqa: BLE001 - a broken or cut file fails in many ways (zip, pickle, IndexError…)
         raise WeightsUnavailableError(_how_to_get_weights(path, f"{type(exc).__name__}: {exc}")) from None
-    model.eval()
-    return Classifier(
+    return _resnet50_classifier(
+        model.eval(),
         name="imagenet",
+        description=f"torchvision ResNet-50, ImageNet weights {weights.name} ({path.name})",
+        summary_ja=f"torchvision の ResNet-50、ImageNet で学習済みの重み {weights.name}（{path.name}）",
+    )
+
+
+def _resnet50_classifier(model: nn.Module, name: str, description: str, summary_ja: str) -> Classifier:
+    """A Classifier around a ResNet-50 with the DEFAULT weights' preprocessing and ImageNet category names."""
+    from torchvision.models import ResNet50_Weights
+
+    weights = ResNet50_Weights.DEFAULT
+    return Classifier(
+        name=name,
         model=model,
         preprocess=weights.transforms(),
         categories=list(weights.meta["categories"]),
-        description=f"torchvision ResNet-50, ImageNet weights {weights.name} ({path.name})",
+        description=description,
         input_shape=(3, 224, 224),
+        summary_ja=summary_ja,
+    )
+
+
+def benchmark_resnet50(seed: int = 0) -> Classifier:
+    """ResNet-50 at 224×224 for latency benchmarks: the ImageNet weights when cached, else seeded random weights.
+
+    The time of a forward pass does not depend on the weight values, so random weights measure the same latency;
+    their predictions are meaningless (the name "resnet50-random" says so in every answer).
+    """
+    from torchvision.models import resnet50
+
+    try:
+        return imagenet_classifier(download=False)
+    except WeightsUnavailableError:
+        pass
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        model = resnet50()
+    return _resnet50_classifier(
+        model.eval(),
+        name="resnet50-random",
+        description=f"torchvision ResNet-50 with random weights (seed {seed}): latency only, meaningless predictions",
+        summary_ja=(
+            f"torchvision の ResNet-50、乱数（シード {seed}）で初期化した重み。"
+            "ImageNet の重みがキャッシュに無いための代わりで、計算の量は本物と同じ、予測には意味がありません"
+        ),
     )
 
 
@@ -121,14 +164,20 @@ def digits_classifier(cache: Path | None = None) -> Classifier:
 
     model, held_out, cached = load_digits_model(cache)
     source = "loaded from cache" if cached else "trained just now and cached"
+    trained = f"{source}; held-out accuracy {held_out:.3f}"
     return Classifier(
         name="digits",
         model=model,
         preprocess=DigitsPreprocess(),
         categories=list(DIGIT_CLASSES),
-        description=f"torchvision ResNet-18 trained on scikit-learn digits ({source}; held-out accuracy {held_out:.3f})",
+        description=f"torchvision ResNet-18 trained on scikit-learn digits ({trained})",
         accuracy=held_out,
         input_shape=(1, INPUT_SIZE, INPUT_SIZE),
+        summary_ja=(
+            "scikit-learn の手書き数字で学習した torchvision の ResNet-18"
+            f"（{'キャッシュから読み込み' if cached else '今学習してキャッシュに保存'}。"
+            f"学習のときに、学習に使わなかった 20% で測った正解率 {held_out:.3f}）"
+        ),
     )
 
 
@@ -160,17 +209,59 @@ def load_classifier(name: str = "auto", download: bool = True, verbose: bool = F
         except WeightsUnavailableError:
             classifier = digits_classifier()
             classifier.description += (
-                f"; auto chose digits because the cached ImageNet weights cannot be loaded (re-run `{DOWNLOAD_COMMAND}`)"
+                "; auto chose digits because the cached ImageNet weights cannot be loaded"
+                f" (re-run `{DOWNLOAD_COMMAND}`)"
+            )
+            classifier.summary_ja += (
+                "。キャッシュにある ImageNet の重みが読めないので、auto は digits を選びました"
+                f"（`{DOWNLOAD_COMMAND}` をやり直してください）"
             )
     if verbose:
-        print(f"image model: {classifier.name} — {classifier.description}")
+        print(f"画像モデル: {classifier.name} — {classifier.summary_ja or classifier.description}")
     return classifier
 
 
-def download_weights() -> Path:
-    """Download the ResNet-50 ImageNet weights into the torch hub cache (needs internet) and return the path."""
-    imagenet_classifier(download=True)
-    return imagenet_weights_path()
+def download_weights(url: str | None = None, progress: bool = True) -> Path:
+    """Put the ResNet-50 ImageNet weights into the torch hub cache (from torchvision's URL, or a copy at `url`).
+
+    An already cached file that loads is kept. A new file is checked before it replaces anything: against the
+    SHA-256 prefix in its URL's name as torch.hub does (`resnet50-11ad3fa6.pth`), and by loading it into a
+    ResNet-50. Any failure raises WeightsUnavailableError and leaves no file behind.
+    """
+    from torchvision.models import ResNet50_Weights
+
+    url = url or ResNet50_Weights.DEFAULT.url
+    path = imagenet_weights_path()
+    if path.exists():
+        try:
+            _check_resnet50_weights(path)
+            return path
+        except ValueError:
+            pass  # a broken cached file is replaced by the download below
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    hashed = HASH_IN_NAME.search(url.rsplit("/", 1)[-1])
+    try:
+        torch.hub.download_url_to_file(url, str(partial), hash_prefix=hashed and hashed.group(1), progress=progress)
+        _check_resnet50_weights(partial)
+        partial.replace(path)  # atomic: a reader never sees half a file
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; a wrong hash is a RuntimeError
+        raise WeightsUnavailableError(
+            _how_to_get_weights(path, f"downloading {url} failed: {type(exc).__name__}: {exc}")
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _check_resnet50_weights(path: Path) -> None:
+    """Raise ValueError unless the file holds a state dict that fits torchvision's ResNet-50 exactly."""
+    from torchvision.models import resnet50
+
+    try:
+        resnet50().load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - a broken file fails in many ways (zip, pickle, IndexError…)
+        raise ValueError(f"{path.name} is not a ResNet-50 state dict ({type(exc).__name__}: {exc})") from None
 
 
 def sample_images() -> dict[str, bytes]:
