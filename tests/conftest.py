@@ -1,4 +1,5 @@
-"""Shared test set-up: the browser rule (skip on a learner's machine, fail in CI), a Chromium page, measured figures."""
+"""Shared test set-up: the trained models (once per session), the browser rule (skip on a learner's machine, fail
+in CI), a Chromium page, measured figures."""
 
 from __future__ import annotations
 
@@ -8,6 +9,26 @@ import pytest
 from helpers import require_chromium
 
 from course_lib.browser import chromium_page, chromium_path
+from course_lib.models import train_iris_forest, train_simple_nn
+from course_lib.vision import load_classifier
+
+
+@pytest.fixture(scope="session")
+def forest():
+    """The source's iris RandomForest (deterministic), trained once per test session."""
+    return train_iris_forest()[0]
+
+
+@pytest.fixture(scope="session")
+def net():
+    """The iris SimpleNN (deterministic), trained once per test session."""
+    return train_simple_nn()[0]
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    """The offline digits image classifier (trained once and cached on disk)."""
+    return load_classifier("digits")
 
 
 def pytest_collection_modifyitems(config, items):

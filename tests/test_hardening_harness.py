@@ -92,9 +92,10 @@ def test_soak_reports_server_errors_and_accepted_bad_input():
     with pytest.raises(AssertionError, match=r"500 Traceback \(most recent call last\)"):
         assert_clean(report, expected=200)
     assert report.requests == 200 and len(report.server_errors) == 4  # one in 50
-    assert report.good_rejected_bad and all(entry.startswith("should be refused: accepted with 200")
-                                            for entry in report.good_rejected_bad)
-    assert any("500 answered with 'text/html; charset=utf-8', not JSON" in problem for problem in report.failed_good)
+    assert report.accepted_bad and all(entry.startswith("should be refused: accepted with 200")
+                                       for entry in report.accepted_bad)
+    assert not report.failed_good  # the good request never failed: its 500s are server errors
+    assert any("500 answered with 'text/html; charset=utf-8', not JSON" in problem for problem in report.answer_problems)
 
 
 @pytest.mark.parametrize(("anomaly", "message"), [
@@ -102,9 +103,10 @@ def test_soak_reports_server_errors_and_accepted_bad_input():
     ({"client_errors": ["good: ConnectionError: reset"]}, "ConnectionError: reset"),
     ({"server_errors": ["good: 500 boom"]}, "500 boom"),
     ({"failed_good": ["good: 404 gone"]}, "404 gone"),
-    ({"good_rejected_bad": ["bad: accepted with 200"]}, "accepted with 200"),
+    ({"accepted_bad": ["bad: accepted with 200"]}, "accepted with 200"),
+    ({"answer_problems": ["good: differs from the same request sent alone"]}, "differs from the same request"),
     ({"rss_end_mb": 1000.0}, r"RSS 100 → 1000 MB \(\+900.0 MB\)"),
-], ids=["count", "client error", "server error", "failed good", "accepted bad", "memory growth"])
+], ids=["count", "client error", "server error", "failed good", "accepted bad", "answer problem", "memory growth"])
 def test_assert_clean_fails_for_each_kind_of_anomaly_alone(anomaly, message):
     clean = {"requests": 10, "rss_start_mb": 100.0, "rss_end_mb": 101.0}
     assert_clean(SoakReport(**clean), expected=10)
@@ -135,8 +137,8 @@ def test_the_soak_check_catches_answers_mixed_up_between_clients():
         report = soak(server.url, mix, clients=4, per_client=50, warmup=0,
                       check=same_answers_under_load(reference, volatile=["took_ms"]))
     assert {name: answer["x"] for name, answer in reference.items()} == {"x=1": 1, "x=2": 2, "x=3": 3}
-    assert report.failed_good and not report.server_errors
-    problems = [entry.split(": ", 1)[1] for entry in report.failed_good]
+    assert report.answer_problems and not report.server_errors and not report.failed_good
+    problems = [entry.split(": ", 1)[1] for entry in report.answer_problems]
     assert all(problem.startswith("differs from the same request sent alone: ") and "answer.x: " in problem
                for problem in problems), problems
     with pytest.raises(AssertionError, match="differs from the same request sent alone"):
