@@ -65,7 +65,8 @@ def test_marker_mistake_in_a_notebook_names_file_and_cell():
 
 def test_exercise_notebook_clears_outputs_and_tags_raising_cells():
     solution = new_notebook(cells=[
-        new_code_cell(SOLUTION_IN_FUNCTION, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="x")]),
+        new_code_cell(SOLUTION_IN_FUNCTION, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="x")],
+                      metadata={"execution": {"iopub.status.busy": "2026-11-29T13:00:00Z"}}),
         new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", execution_count=4),
     ])
     exercise = exercise_notebook(solution, "01_demo.ipynb")
@@ -73,6 +74,7 @@ def test_exercise_notebook_clears_outputs_and_tags_raising_cells():
     assert header.id == HEADER_ID and "solutions/01_demo.ipynb" in header.source and "make exercises" in header.source
     assert [c.outputs for c in cells] == [[], []]
     assert [c.execution_count for c in cells] == [None, None]
+    assert "execution" not in cells[0].metadata, "run timestamps of the solution must not reach the exercise"
     assert "tags" not in cells[0].metadata
     assert cells[1].metadata["tags"] == [RAISES_TAG]
     assert solution.cells[0].outputs, "the solution notebook itself must not be modified"

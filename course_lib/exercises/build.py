@@ -73,6 +73,7 @@ def exercise_notebook(solution: nbformat.NotebookNode, name: str) -> nbformat.No
         cell.source, raises = strip_solutions(cell.source, where=f"solutions/{name}, cell {index}")
         cell.outputs = []
         cell.execution_count = None
+        cell.metadata.pop("execution", None)  # run timestamps of the solution: noise in every exercise diff
         tags = [t for t in cell.metadata.get("tags", []) if t != RAISES_TAG]
         if raises:
             tags.append(RAISES_TAG)
