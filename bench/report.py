@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import operator
 import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from course_lib.lock import installed_versions
 
 MET, UNMET, REPORT_ONLY = "✅", "❌", "report only"
 
@@ -73,13 +74,9 @@ class Row:
 
 def machine_line() -> str:
     """Core count and library versions, printed above every table."""
-    versions = []
-    for name in ("torch", "onnxruntime", "fastapi", "uvicorn", "flask", "scikit-learn"):
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; " + ", ".join(versions)
+    versions = installed_versions(("torch", "onnxruntime", "fastapi", "uvicorn", "flask", "scikit-learn"))
+    listed = ", ".join(f"{name} {version}" for name, version in versions.items())
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; " + listed
 
 
 def markdown_table(rows: list[Row]) -> str:

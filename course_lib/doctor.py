@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import shutil
 import sys
 from pathlib import Path
 
-from course_lib.lock import FIX_COMMAND, installed_differences
+from course_lib.lock import FIX_COMMAND, installed_differences, installed_versions
 
 PACKAGES = ["torch", "torchvision", "onnxruntime", "onnx", "scikit-learn", "fastapi", "flask", "uvicorn", "pydantic"]
 
@@ -26,11 +25,8 @@ def doctor_report() -> dict[str, str]:
     import torch
 
     report = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            report[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            report[name] = "not installed"
+    installed = installed_versions(PACKAGES)
+    report.update({name: installed.get(name, "not installed") for name in PACKAGES})
     report["cpu cores"] = str(os.cpu_count())
     report["torch threads"] = str(torch.get_num_threads())
     report["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,17 +70,24 @@ def lock_mismatches(lock: Path = LOCK_FILE, pyproject: Path = PYPROJECT) -> list
     return problems
 
 
+def installed_versions(names: Iterable[str]) -> dict[str, str]:
+    """The installed version of each named distribution; names that are not installed are left out."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def installed_differences(lock: Path = LOCK_FILE) -> list[str]:
     """The packages of this environment whose installed version is not the locked one (or that are missing)."""
-    differences = []
-    for pin in read_lock(lock):
-        if not pin.applies():
-            continue
-        try:
-            installed = importlib.metadata.version(pin.name)
-        except importlib.metadata.PackageNotFoundError:
-            differences.append(f"{pin.name}: not installed (locked {pin.version})")
-            continue
-        if installed != pin.version:
-            differences.append(f"{pin.name}: installed {installed}, locked {pin.version}")
-    return differences
+    pins = [pin for pin in read_lock(lock) if pin.applies()]
+    installed = installed_versions(pin.name for pin in pins)
+    return [
+        f"{pin.name}: not installed (locked {pin.version})" if pin.name not in installed
+        else f"{pin.name}: installed {installed[pin.name]}, locked {pin.version}"
+        for pin in pins
+        if installed.get(pin.name) != pin.version
+    ]
