@@ -35,10 +35,9 @@ class SimpleNN(nn.Module):
 def train_simple_nn(split: Split | None = None, epochs: int = 300, seed: int = 0) -> tuple[SimpleNN, float]:
     """Train SimpleNN deterministically (full-batch Adam, fixed seed); return it in eval mode and test accuracy."""
     split = split or iris_split()
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    model = SimpleNN()
-    torch.random.set_rng_state(generator_state)
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's random state stays as it was
+        torch.manual_seed(seed)
+        model = SimpleNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     X = torch.from_numpy(np.asarray(split.X_train, dtype=np.float32))
     y = torch.from_numpy(np.asarray(split.y_train, dtype=np.int64))
