@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.ensemble import RandomForestClassifier
@@ -52,3 +55,23 @@ def train_simple_nn(split: Split | None = None, epochs: int = 300, seed: int = 0
         X_test = torch.from_numpy(np.asarray(split.X_test, dtype=np.float32))
         accuracy = (model(X_test).argmax(1).numpy() == split.y_test).mean()
     return model, float(accuracy)
+
+
+@dataclass(frozen=True)
+class IrisPredictions:
+    """What a model says about rows of iris measurements, before any app shapes its answer."""
+
+    classes: list[int]  # the class id of each probability column
+    probabilities: np.ndarray  # (rows, classes)
+    best: np.ndarray  # per row, the column of the most likely class
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """The most likely class id of each row."""
+        return np.asarray(self.classes)[self.best]
+
+
+def predict_iris(model: Any, rows: Any) -> IrisPredictions:
+    """The one iris inference path (Flask, FastAPI and batch scoring): rows of 4 measurements → predictions."""
+    probabilities = np.asarray(model.predict_proba(np.asarray(rows, dtype=np.float64)))
+    return IrisPredictions([int(c) for c in model.classes_], probabilities, probabilities.argmax(axis=1))

@@ -38,7 +38,7 @@ from course_lib.apps.iris_schemas import (
     PredictionResponse,
 )
 from course_lib.data import IRIS_CLASSES
-from course_lib.models import SimpleNN
+from course_lib.models import SimpleNN, predict_iris
 
 __all__ = ["VERSION", "MAX_BODY_BYTES", "TorchIrisClassifier", "save_state_dict", "load_simple_nn",
            "as_classifier", "predict_rows", "json_safe", "BodySizeLimit", "create_app"]
@@ -93,13 +93,11 @@ def as_classifier(model: Any = None) -> Any:
 
 def predict_rows(classifier: Any, rows: Sequence[Sequence[float]], class_names: Sequence[str] = IRIS_CLASSES) -> list[PredictionResponse]:
     """Run the classifier on rows and return one PredictionResponse per row."""
-    probabilities = classifier.predict_proba(np.asarray(rows, dtype=np.float64))
-    classes = [int(c) for c in classifier.classes_]
-    answers = []
-    for probs in probabilities:
-        best = int(np.argmax(probs))
-        answers.append(PredictionResponse(prediction=classes[best], class_name=class_names[classes[best]], confidence=float(probs[best])))
-    return answers
+    predictions = predict_iris(classifier, rows)
+    return [
+        PredictionResponse(prediction=int(class_id), class_name=class_names[class_id], confidence=float(probs[best]))
+        for class_id, probs, best in zip(predictions.class_ids, predictions.probabilities, predictions.best)
+    ]
 
 
 def json_safe(value: Any) -> Any:

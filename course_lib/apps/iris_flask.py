@@ -24,6 +24,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from course_lib.data import IRIS_CLASSES
+from course_lib.models import predict_iris, train_iris_forest
 
 __all__ = ["VERSION", "MAX_CONTENT_LENGTH", "N_FEATURES", "InputError", "read_json_body", "parse_features", "predict_one", "create_app"]
 
@@ -119,14 +120,12 @@ def _json_type(value: Any) -> str:
 
 def predict_one(model: Any, features: Sequence[float], class_names: Sequence[str] = IRIS_CLASSES) -> dict[str, Any]:
     """Run the model on one row and format the source's answer: prediction, class_id, probabilities."""
-    X = np.asarray([features], dtype=np.float64)
-    probabilities = model.predict_proba(X)[0]
-    classes = [int(c) for c in model.classes_]
-    best = int(np.argmax(probabilities))
+    predictions = predict_iris(model, [features])
+    class_id = int(predictions.class_ids[0])
     return {
-        "prediction": class_names[classes[best]],
-        "class_id": classes[best],
-        "probabilities": {class_names[c]: float(p) for c, p in zip(classes, probabilities)},
+        "prediction": class_names[class_id],
+        "class_id": class_id,
+        "probabilities": {class_names[c]: float(p) for c, p in zip(predictions.classes, predictions.probabilities[0])},
     }
 
 
@@ -152,8 +151,6 @@ def create_app(
     validate turns the JSON body into the feature list or raises InputError (default: parse_features).
     """
     if model is None:
-        from course_lib.models import train_iris_forest
-
         model, _ = train_iris_forest()
     if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
         raise TypeError(f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})")

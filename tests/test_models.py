@@ -1,0 +1,48 @@
+"""The iris models and the one inference path the apps and batch scoring share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from course_lib.apps.iris_fastapi import TorchIrisClassifier
+from course_lib.data import iris_split
+from course_lib.models import predict_iris, train_simple_nn
+
+ROWS = iris_split().X_test
+
+
+def test_predict_iris_agrees_with_the_forests_own_predict(forest):
+    predictions = predict_iris(forest, ROWS)
+    assert predictions.probabilities.shape == (len(ROWS), 3)
+    assert np.array_equal(predictions.class_ids, forest.predict(ROWS))
+    assert np.allclose(predictions.probabilities.sum(axis=1), 1.0)
+
+
+def test_predict_iris_agrees_with_the_network(net):
+    predictions = predict_iris(TorchIrisClassifier(net), ROWS)
+    with torch.inference_mode():
+        expected = net(torch.as_tensor(ROWS, dtype=torch.float32)).argmax(1).numpy()
+    assert np.array_equal(predictions.class_ids, expected)
+
+
+class Reordered:
+    """A model whose probability columns are classes 2, 0, 1 (scikit-learn allows any order in classes_)."""
+
+    classes_ = np.array([2, 0, 1])
+
+    def predict_proba(self, X):
+        return np.tile([0.1, 0.7, 0.2], (len(X), 1))
+
+
+def test_class_ids_come_from_classes_not_from_column_positions():
+    predictions = predict_iris(Reordered(), [[5.1, 3.5, 1.4, 0.2]])
+    assert predictions.best.tolist() == [1] and predictions.class_ids.tolist() == [0]
+
+
+def test_training_leaves_the_callers_random_state_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    train_simple_nn(epochs=1)
+    assert torch.equal(torch.rand(3), expected)
