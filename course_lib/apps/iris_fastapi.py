@@ -41,7 +41,7 @@ from course_lib.data import IRIS_CLASSES
 from course_lib.models import SimpleNN, predict_iris
 
 __all__ = ["VERSION", "MAX_BODY_BYTES", "TorchIrisClassifier", "save_state_dict", "load_simple_nn",
-           "as_classifier", "predict_rows", "json_safe", "BodySizeLimit", "create_app"]
+           "as_classifier", "predict_rows", "json_safe", "validation_error", "create_app"]
 
 VERSION = "1.0.0"
 MAX_BODY_BYTES = 64 * 1024  # a full batch of 100 rows is about 3 KB
