@@ -20,6 +20,7 @@ import pandas as pd
 
 from course_lib.bench import LatencyStats
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
+from course_lib.models import predict_iris
 
 __all__ = [
     "SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "interleaved_calls", "describe_latency",
@@ -78,16 +79,15 @@ def score_batch_file(model: Any, in_path: str | Path, out_path: str | Path, chun
     started = time.perf_counter()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    classes = [int(c) for c in model.classes_]
     rows = 0
     with pd.read_csv(in_path, chunksize=chunk_rows) as reader:
         for i, chunk in enumerate(reader):
-            probabilities = model.predict_proba(chunk[IRIS_FEATURES].to_numpy(dtype=np.float32))
-            class_ids = np.asarray(classes)[probabilities.argmax(axis=1)]
+            predictions = predict_iris(model, chunk[IRIS_FEATURES].to_numpy())
+            class_ids = predictions.class_ids
             result = pd.DataFrame({"id": chunk["id"].to_numpy(), "prediction": np.asarray(IRIS_CLASSES)[class_ids],
                                    "class_id": class_ids})
-            for j, c in enumerate(classes):
-                result[f"p_{IRIS_CLASSES[c]}"] = probabilities[:, j].round(4)
+            for j, c in enumerate(predictions.classes):
+                result[f"p_{IRIS_CLASSES[c]}"] = predictions.probabilities[:, j].round(4)
             result.to_csv(out_path, mode="w" if i == 0 else "a", header=i == 0, index=False)
             rows += len(chunk)
     return BatchResult(rows, time.perf_counter() - started, out_path)
