@@ -241,7 +241,7 @@ def check_my_format(measure_my_format: Callable[[Any, Path], Measurement]) -> No
         )
         uncompressed_kb = min(len(notebook_files[name]) for name in ("pickle", "joblib")) / 1024
         assert m.size_kb < uncompressed_kb, (
-            f"圧縮なしの pickle / joblib（{uncompressed_kb:.0f} KB）より小さくなっていません（{m.size_kb:.0f} KB）。"
+            f"圧縮なしの pickle / joblib（{uncompressed_kb:.0f} KiB）より小さくなっていません（{m.size_kb:.0f} KiB）。"
             "圧縮を使ってください"
         )
         assert m.size_kb == file.stat().st_size / 1024, "size_kb が保存したファイルの大きさと合いません"

@@ -36,7 +36,7 @@ def parity(loaded: Predictor, reference: Predictor, X: np.ndarray) -> Parity:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One row of the comparison table."""
+    """One row of the comparison table (size_kb is in KiB, 1,024 bytes, as the notebook labels it)."""
 
     format: str
     model: str
