@@ -28,7 +28,7 @@ def ratio_rows(measurements: list[Measurement], families: dict[str, str]) -> lis
     for m in measurements:
         base = by_name[BASELINE[families[m.format]]]
         if m is base:
-            rows.append(Row(NAME, f"{m.format} ({m.model}): size", m.size_kb, "KB"))
+            rows.append(Row(NAME, f"{m.format} ({m.model}): size", m.size_kb, "KiB"))
             rows.append(Row(NAME, f"{m.format} ({m.model}): load", m.load_ms, "ms"))
             continue
         label = f"{m.format} / {base.format}"

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import platform
 from pathlib import Path
 from typing import Any
+
+from course_lib.lock import installed_versions
 
 LIBRARIES = ("scikit-learn", "numpy", "joblib", "torch", "onnxruntime", "skops")
 
 
 def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """Installed versions of libraries (missing ones are left out), plus Python's."""
-    versions = {"python": platform.python_version()}
-    for name in libraries:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return {"python": platform.python_version(), **installed_versions(libraries)}
 
 
 def model_metadata(
