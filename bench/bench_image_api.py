@@ -23,30 +23,12 @@ from bench.report import Goal, Row
 from course_lib.apps.image_api import create_app
 from course_lib.bench import LatencyStats, paired_calls
 from course_lib.servers import serve
-from course_lib.vision import decode_image, load_classifier, prediction, sample_images
+from course_lib.vision import benchmark_resnet50, decode_image, load_classifier, prediction, sample_images
 from course_lib.vision.backends import OnnxBackend, TorchBackend
-from course_lib.vision.classifier import Classifier, imagenet_weights_path
+from course_lib.vision.classifier import Classifier
 
 NAME = "image_api"
 BLOCK = 10  # the two sides of each ratio alternate in blocks of this many timed calls
-
-
-def resnet50_compute() -> Classifier:
-    """The ImageNet classifier when its weights are cached, else ResNet-50 with seeded random weights (latency only)."""
-    from torchvision.models import ResNet50_Weights, resnet50
-
-    if imagenet_weights_path().exists():
-        return load_classifier("imagenet")
-    weights = ResNet50_Weights.DEFAULT
-    torch.manual_seed(0)
-    return Classifier(
-        name="resnet50-untrained",
-        model=resnet50().eval(),
-        preprocess=weights.transforms(),
-        categories=list(weights.meta["categories"]),
-        description="ResNet-50 architecture with random weights (latency stand-in; ImageNet weights not cached)",
-        input_shape=(3, 224, 224),
-    )
 
 
 def in_process_call(classifier: Classifier, backend: TorchBackend | OnnxBackend, photo: bytes) -> Callable[[], dict]:
@@ -126,6 +108,6 @@ def run(quick: bool = False) -> list[Row]:
     small = load_classifier("auto")
     rows += rows_for(small.name, measure(small, n=30 if quick else 200))
     if small.name != "imagenet":
-        big = resnet50_compute()
+        big = benchmark_resnet50()
         rows += rows_for(big.name, measure(big, n=8 if quick else 60, warmup=2 if quick else 5))
     return rows
