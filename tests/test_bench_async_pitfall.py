@@ -12,15 +12,9 @@ from flask import Flask
 from bench.bench_async_pitfall import GOALS, rows_for
 from bench.report import MET, REPORT_ONLY, UNMET, Goal
 from course_lib.apps.async_pitfall import STYLES, WORKS, create_pitfall_app, do_work, health_under_load
-from course_lib.models import train_simple_nn
 from course_lib.servers import serve
 
 GOOD = [5.1, 3.5, 1.4, 0.2]
-
-
-@pytest.fixture(scope="module")
-def net():
-    return train_simple_nn()[0]
 
 
 @pytest.mark.parametrize(("work", "uses_cpu"), [("sleep", False), ("torch", True), ("python", True)])

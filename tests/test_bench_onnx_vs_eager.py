@@ -32,11 +32,6 @@ class SlowEager(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def net() -> torch.nn.Module:
-    return train_simple_nn()[0]
-
-
-@pytest.fixture(scope="module")
 def nn_onnx(net, tmp_path_factory) -> Path:
     return export_onnx(net, torch.zeros(1, 4), tmp_path_factory.mktemp("onnx") / "nn.onnx")
 

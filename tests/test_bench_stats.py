@@ -98,11 +98,12 @@ def test_concurrent_calls_spreads_the_calls_over_exactly_the_threads_asked_for()
     assert sorted(per_thread.values()) == [11, 11, 11, 12]  # 41 timed calls split 10/10/10/11, plus 1 warm-up each
 
 
-def overlap_app(concurrency: int) -> tuple[Flask, dict[str, int]]:
+def overlap_app(concurrency: int, work_s: float = 0.0) -> tuple[Flask, dict[str, int]]:
     """A Flask app whose /work records how many requests are in flight at once (server side).
 
     Each request waits (at most 2 s) until `concurrency` requests have been in flight together once, so a client
-    that really sends that many at once is not slowed down, and one that sends them one by one is caught.
+    that really sends that many at once is not slowed down, and one that sends them one by one is caught; then it
+    works for work_s seconds.
     """
     app = Flask("overlap")
     seen = {"requests": 0, "in_flight": 0, "peak": 0}
@@ -118,6 +119,7 @@ def overlap_app(concurrency: int) -> tuple[Flask, dict[str, int]]:
             if seen["in_flight"] >= concurrency:
                 reached.set()
         reached.wait(2.0)
+        time.sleep(work_s)
         with lock:
             seen["in_flight"] -= 1
         return {"ok": True}
@@ -135,21 +137,8 @@ def test_http_latency_with_3_clients_has_3_requests_in_flight_at_once():
 
 
 def test_sequential_http_latency_sends_one_request_at_a_time():
-    app = Flask("sequential")
-    seen = {"requests": 0, "in_flight": 0, "peak": 0}
-    lock = threading.Lock()
-
-    @app.get("/work")
-    def work():
-        with lock:
-            seen["requests"] += 1
-            seen["in_flight"] += 1
-            seen["peak"] = max(seen["peak"], seen["in_flight"])
-        time.sleep(0.005)  # long enough for a second request to arrive if the client did not wait
-        with lock:
-            seen["in_flight"] -= 1
-        return {"ok": True}
-
+    # 5 ms of work per request: long enough for a second request to arrive if the client did not wait
+    app, seen = overlap_app(1, work_s=0.005)
     with serve(app) as server:
         stats = http_latency("GET", server.url + "/work", n=10, warmup=2)
     assert stats.n == 10 and stats.concurrency == 1

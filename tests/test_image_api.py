@@ -14,15 +14,10 @@ from PIL import Image
 
 from course_lib.apps.image_api import MAX_BODY_BYTES, create_app
 from course_lib.servers import serve, serve_script
-from course_lib.vision import MAX_IMAGE_BYTES, encode_base64, load_classifier, sample_images
+from course_lib.vision import MAX_IMAGE_BYTES, encode_base64, sample_images
 
 SAMPLES = sample_images()
 BACKENDS = ["torch", "onnx"]
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return load_classifier("digits")
 
 
 def _running(classifier, backend: str):

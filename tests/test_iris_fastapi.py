@@ -23,17 +23,11 @@ from course_lib.apps.iris_fastapi import (
 )
 from course_lib.apps.iris_schemas import MAX_BATCH, MAX_CM
 from course_lib.data import IRIS_CLASSES, iris_rows
-from course_lib.models import train_iris_forest, train_simple_nn
+from course_lib.models import train_iris_forest
 from course_lib.servers import serve
 
 GOOD = [5.1, 3.5, 1.4, 0.2]
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def net():
-    """SimpleNN trained once for this module."""
-    return train_simple_nn()[0]
 
 
 @pytest.fixture(scope="module")

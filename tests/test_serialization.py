@@ -16,7 +16,7 @@ import torchvision
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
-from course_lib.models import SimpleNN, train_iris_forest, train_simple_nn
+from course_lib.models import SimpleNN
 from course_lib.serialization import (
     FORMATS,
     PrintOnLoad,
@@ -44,16 +44,6 @@ from course_lib.serialization import (
 )
 
 X = iris_rows(100, seed=3)
-
-
-@pytest.fixture(scope="module")
-def forest():
-    return train_iris_forest()[0]
-
-
-@pytest.fixture(scope="module")
-def net():
-    return train_simple_nn()[0]
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
