@@ -1,5 +1,5 @@
 # The course's commands. Each target creates .venv on first use and reinstalls when the lock file or
-# pyproject.toml changed.  make lab → JupyterLab on the course · make test → the whole test suite.
+# pyproject.toml changed.  make lab → JupyterLab on the course · make test → ruff, then the whole test suite.
 # Installs take exactly the versions in requirements-lock.txt (hashes checked), then the course package
 # itself without resolving again.  make lock → regenerate the lock from pyproject.toml (the one edited list).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -20,6 +20,8 @@ lab: $(STAMP)
 	$(BIN)/python -m course_lib lab
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest
 
 exercises: $(STAMP)

@@ -70,8 +70,9 @@ def run_and_report(runners: dict[str, Runner], quick: bool, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, refuse unknown benchmark names, run the selected benchmarks and report."""
     names = benchmark_names()
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.md", help="where to save the report")
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(names)}")

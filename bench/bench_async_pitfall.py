@@ -42,11 +42,19 @@ def rows_for(p99: dict[tuple[str, str], float]) -> list[Row]:
     rows = []
     for work in WORKS:
         what = f"{WORK_S * 1000:.0f} ms of {WORK_DESCRIPTIONS[work]}"
-        rows += [Row(NAME, f"/health p99, predict as {style} ({CLIENTS} clients, {what})", p99[work, style], "ms")
-                 for style in STYLES]
-        rows += [Row(NAME, f"/health p99 ratio, {work} work: blocking async def ÷ {label}",
-                     p99[work, "blocking"] / p99[work, style], goal=GOALS[work])
-                 for style, label in (("def", "def endpoint"), ("threadpool", "run_in_threadpool"))]
+        rows += [
+            Row(NAME, f"/health p99, predict as {style} ({CLIENTS} clients, {what})", p99[work, style], "ms")
+            for style in STYLES
+        ]
+        rows += [
+            Row(
+                NAME,
+                f"/health p99 ratio, {work} work: blocking async def ÷ {label}",
+                p99[work, "blocking"] / p99[work, style],
+                goal=GOALS[work],
+            )
+            for style, label in (("def", "def endpoint"), ("threadpool", "run_in_threadpool"))
+        ]
     return rows
 
 

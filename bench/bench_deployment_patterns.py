@@ -58,8 +58,12 @@ def run(quick: bool = False) -> list[Row]:
     return [
         Row(NAME, "real-time HTTP p50 / batch ms per row", p50["http"] / batch.ms_per_row, goal=Goal(">=", 100)),
         Row(NAME, "real-time HTTP p50 / in-process scikit-learn p50 (HTTP overhead)", p50["http"] / p50["sklearn"]),
-        Row(NAME, "scikit-learn p50 / ONNX Runtime p50 (single row, edge)", p50["sklearn"] / p50["onnx"],
-            goal=Goal(">=", 10)),
+        Row(
+            NAME,
+            "scikit-learn p50 / ONNX Runtime p50 (single row, edge)",
+            p50["sklearn"] / p50["onnx"],
+            goal=Goal(">=", 10),
+        ),
         Row(NAME, f"batch throughput ({n_rows:,} rows, CSV in and out)", batch.rows_per_s, unit="rows/s"),
         Row(NAME, "real-time HTTP p50, 1 client (source: tens of ms – s)", p50["http"], unit="ms"),
         Row(NAME, "edge ONNX Runtime p50, 1 row (source: ms)", p50["onnx"] * 1000.0, unit="µs"),

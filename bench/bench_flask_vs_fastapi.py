@@ -25,13 +25,16 @@ def measure(n: int, rounds: int) -> dict[str, LatencyStats]:
         for _ in tqdm(range(rounds), desc="Flask vs FastAPI rounds", leave=False):
             for name, url in urls.items():
                 for mode, concurrency in [("sequential", 1), (f"{CONCURRENCY} clients", CONCURRENCY)]:
-                    stats = http_latency("POST", url + "/predict", n=n * concurrency, concurrency=concurrency,
-                                         json=BODY)
+                    stats = http_latency(
+                        "POST", url + "/predict", n=n * concurrency, concurrency=concurrency, json=BODY
+                    )
                     key = f"{name} {mode}"
                     samples.setdefault(key, []).extend((stats.samples_ms / 1000).tolist())
                     walls[key] = walls.get(key, 0.0) + stats.wall_s
-    return {key: LatencyStats.from_seconds(values, walls[key], CONCURRENCY if "clients" in key else 1)
-            for key, values in samples.items()}
+    return {
+        key: LatencyStats.from_seconds(values, walls[key], CONCURRENCY if "clients" in key else 1)
+        for key, values in samples.items()
+    }
 
 
 def run(quick: bool = False) -> list[Row]:

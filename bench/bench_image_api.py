@@ -55,18 +55,24 @@ def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, Latenc
         with serve(app) as server, requests.Session() as session:  # keep-alive, as a real client would
             url = server.url + "/predict"
 
-            def over_http() -> None:
+            def over_http(session: requests.Session = session, url: str = url) -> None:
                 session.post(url, files=files, timeout=60).raise_for_status()
 
             local, remote = paired_calls(
-                in_process_call(classifier, backend, photo), over_http, n=n, warmup=warmup, block=BLOCK,
-                progress=True, desc=f"{backend_name}: in-process vs HTTP",
+                in_process_call(classifier, backend, photo),
+                over_http,
+                n=n,
+                warmup=warmup,
+                block=BLOCK,
+                progress=True,
+                desc=f"{backend_name}: in-process vs HTTP",
             )
         out[f"{backend_name} in-process"], out[f"{backend_name} http"] = local, remote
     eager, onnx = (in_process_call(classifier, backends[b], photo) for b in ("torch", "onnx"))
     # In blocks: each runtime's threads spin for a moment after a call and would slow the other one down.
-    out["eager"], out["onnxruntime"] = paired_calls(eager, onnx, n=n, warmup=warmup, block=BLOCK,
-                                                    progress=True, desc="eager vs onnxruntime")
+    out["eager"], out["onnxruntime"] = paired_calls(
+        eager, onnx, n=n, warmup=warmup, block=BLOCK, progress=True, desc="eager vs onnxruntime"
+    )
     threads = torch.get_num_threads()
     onnx_1 = in_process_call(classifier, OnnxBackend(classifier, threads=1), photo)
     torch.set_num_threads(1)
@@ -83,19 +89,34 @@ def rows_for(label: str, t: dict[str, LatencyStats]) -> list[Row]:
     """The goal ratios, the thread-setting variant, and the source-comparable figures for one model."""
     p50 = {key: stats.p50 for key, stats in t.items()}
     rows = [
-        Row(NAME, f"{label}: end-to-end p50 / in-process p50 ({b})", p50[f"{b} http"] / p50[f"{b} in-process"],
-            goal=Goal("<=", 1.10))
+        Row(
+            NAME,
+            f"{label}: end-to-end p50 / in-process p50 ({b})",
+            p50[f"{b} http"] / p50[f"{b} in-process"],
+            goal=Goal("<=", 1.10),
+        )
         for b in ("torch", "onnx")
     ]
     rows += [
-        Row(NAME, f"{label}: eager p50 / onnxruntime p50 (in-process)", p50["eager"] / p50["onnxruntime"],
-            goal=Goal(">=", 1.5)),
-        Row(NAME, f"{label}: eager p50 / onnxruntime p50, 1 intra-op thread each",
-            p50["eager 1 thread"] / p50["onnxruntime 1 thread"]),
+        Row(
+            NAME,
+            f"{label}: eager p50 / onnxruntime p50 (in-process)",
+            p50["eager"] / p50["onnxruntime"],
+            goal=Goal(">=", 1.5),
+        ),
+        Row(
+            NAME,
+            f"{label}: eager p50 / onnxruntime p50, 1 intra-op thread each",
+            p50["eager 1 thread"] / p50["onnxruntime 1 thread"],
+        ),
         Row(NAME, f"{label}: in-process p50, eager", p50["eager"], unit="ms"),
         Row(NAME, f"{label}: in-process p50, onnxruntime", p50["onnxruntime"], unit="ms"),
-        Row(NAME, f"{label}: HTTP mean, torch, 1 client (source: 125 ms)", float(t["torch http"].samples_ms.mean()),
-            unit="ms"),
+        Row(
+            NAME,
+            f"{label}: HTTP mean, torch, 1 client (source: 125 ms)",
+            float(t["torch http"].samples_ms.mean()),
+            unit="ms",
+        ),
         Row(NAME, f"{label}: HTTP p99, torch, 1 client (source: 180 ms)", t["torch http"].p99, unit="ms"),
         Row(NAME, f"{label}: HTTP p50, onnx, 1 client", p50["onnx http"], unit="ms"),
     ]

@@ -61,8 +61,15 @@ def _alternate(
     x_np = x.numpy()
     with torch.inference_mode():
         np.testing.assert_allclose(onnx_run(session, x_np)[0], model(x).numpy(), atol=1e-3)  # same model, checked
-        eager, ort = paired_calls(lambda: model(x), lambda: onnx_run(session, x_np), n=n, warmup=warmup, block=block,
-                                  progress=True, desc=f"eager vs onnxruntime, {tuple(x.shape)}")
+        eager, ort = paired_calls(
+            lambda: model(x),
+            lambda: onnx_run(session, x_np),
+            n=n,
+            warmup=warmup,
+            block=block,
+            progress=True,
+            desc=f"eager vs onnxruntime, {tuple(x.shape)}",
+        )
     return eager.p50, ort.p50
 
 
@@ -92,7 +99,8 @@ def run(quick: bool = False) -> list[Row]:
                 x = torch.from_numpy(iris_rows(batch, seed=batch))
                 p50s = paired_p50(net, nn_path, x, n=200 if quick else 2000, threads=threads)
                 rows += rows_for(f"SimpleNN batch {batch}, {threads} thread(s)", *p50s)
-            p50s = paired_p50(resnet, resnet_path, image, n=8 if quick else 40, threads=threads,
-                              warmup=2 if quick else 5)
+            p50s = paired_p50(
+                resnet, resnet_path, image, n=8 if quick else 40, threads=threads, warmup=2 if quick else 5
+            )
             rows += rows_for(f"ResNet-18 224×224 batch 1, {threads} thread(s)", *p50s)
     return rows

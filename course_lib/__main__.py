@@ -17,7 +17,10 @@ LAB_CONFIG = Path(__file__).resolve().parent / "jupyter_config"
 def lab_command(extra: list[str]) -> list[str]:
     """The JupyterLab command line that `make lab` runs: the course folder, 127.0.0.1, notebook 00 first."""
     return [
-        sys.executable, "-m", "jupyter", "lab",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
         f"--ServerApp.root_dir={ROOT}",
         "--ServerApp.ip=127.0.0.1",
         "--LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb",
@@ -102,16 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser(
         "download-weights", help="download the ResNet-50 ImageNet weights into the torch hub cache (needs internet)"
     )
-    dl.add_argument("--url", help="download from this copy instead of torchvision's URL (a name-<sha256 prefix>.pth "
-                                  "name is checked as torch.hub does)")
+    dl.add_argument(
+        "--url",
+        help="download from this copy instead of torchvision's URL (a name-<sha256 prefix>.pth "
+        "name is checked as torch.hub does)",
+    )
     dl.set_defaults(func=_download_weights)
     srv = sub.add_parser("serve", help="run a course app as a standalone server (Ctrl+C stops it)")
     srv.add_argument("app", choices=["image-api"], help="which app")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    srv.add_argument("--model", choices=["auto", "imagenet", "digits"], default="auto",
-                     help="image model (COURSE_IMAGE_MODEL overrides)")
+    srv.add_argument(
+        "--model",
+        choices=["auto", "imagenet", "digits"],
+        default="auto",
+        help="image model (COURSE_IMAGE_MODEL overrides)",
+    )
     srv.set_defaults(func=_serve)
     return parser
 

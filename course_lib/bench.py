@@ -104,8 +104,13 @@ def time_calls(
 
 
 def paired_calls(
-    first: Callable[[], Any], second: Callable[[], Any], n: int = 100, warmup: int = 5, block: int = 1,
-    progress: bool = False, desc: str | None = None,
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+    n: int = 100,
+    warmup: int = 5,
+    block: int = 1,
+    progress: bool = False,
+    desc: str | None = None,
 ) -> tuple[LatencyStats, LatencyStats]:
     """Time first() and second() alternately so both see the same machine load; return both stats.
 

@@ -23,8 +23,16 @@ from course_lib.data import IRIS_CLASSES, IRIS_FEATURES, iris_rows
 from course_lib.models import predict_iris
 
 __all__ = [
-    "SOURCE_ORDERS", "BatchResult", "write_batch_file", "score_batch_file", "interleaved_calls", "describe_latency",
-    "format_ms", "pattern_table", "table_for_reading", "plot_patterns",
+    "SOURCE_ORDERS",
+    "BatchResult",
+    "write_batch_file",
+    "score_batch_file",
+    "interleaved_calls",
+    "describe_latency",
+    "format_ms",
+    "pattern_table",
+    "table_for_reading",
+    "plot_patterns",
 ]
 
 # The source's typical latency per pattern: a range in ms for the plot, and the source's words (Japanese, shown
@@ -37,11 +45,18 @@ SOURCE_ORDERS: dict[str, tuple[float, float, str]] = {
 REFERENCE = "(reference) scikit-learn in process"
 # Row and column labels of the table as a learner reads it (the table itself keeps identifier-like keys).
 PATTERN_LABELS = {
-    "batch": "バッチ", "real-time": "リアルタイム", "edge": "エッジ", REFERENCE: "（参考）scikit-learn",
+    "batch": "バッチ",
+    "real-time": "リアルタイム",
+    "edge": "エッジ",
+    REFERENCE: "（参考）scikit-learn",
 }
 COLUMN_LABELS = {
-    "how": "測り方", "wait_ms": "答えまでの時間", "p95_ms": "p95", "ms_per_prediction": "1 推論あたり",
-    "predictions_per_s": "推論/秒", "source_order": "教科書の目安",
+    "how": "測り方",
+    "wait_ms": "答えまでの時間",
+    "p95_ms": "p95",
+    "ms_per_prediction": "1 推論あたり",
+    "predictions_per_s": "推論/秒",
+    "source_order": "教科書の目安",
 }
 
 
@@ -84,8 +99,9 @@ def score_batch_file(model: Any, in_path: str | Path, out_path: str | Path, chun
         for i, chunk in enumerate(reader):
             predictions = predict_iris(model, chunk[IRIS_FEATURES].to_numpy())
             class_ids = predictions.class_ids
-            result = pd.DataFrame({"id": chunk["id"].to_numpy(), "prediction": np.asarray(IRIS_CLASSES)[class_ids],
-                                   "class_id": class_ids})
+            result = pd.DataFrame(
+                {"id": chunk["id"].to_numpy(), "prediction": np.asarray(IRIS_CLASSES)[class_ids], "class_id": class_ids}
+            )
             for j, c in enumerate(predictions.classes):
                 result[f"p_{IRIS_CLASSES[c]}"] = predictions.probabilities[:, j].round(4)
             result.to_csv(out_path, mode="w" if i == 0 else "a", header=i == 0, index=False)
@@ -116,30 +132,55 @@ def interleaved_calls(calls: Mapping[str, Callable[[], Any]], n: int = 100, warm
 def describe_latency(stats: LatencyStats) -> str:
     """LatencyStats as one Japanese line for learners: the source's statistics, each time with its unit."""
     s = stats.summary()
-    line = (f"{stats.n} 回: 平均 {format_ms(s['mean_ms'])}、中央値 {format_ms(s['median_ms'])}、"
-            f"p95 {format_ms(s['p95_ms'])}、p99 {format_ms(s['p99_ms'])}、最小 {format_ms(s['min_ms'])}、"
-            f"最大 {format_ms(s['max_ms'])}、標準偏差 {format_ms(s['std_ms'])}")
+    line = (
+        f"{stats.n} 回: 平均 {format_ms(s['mean_ms'])}、中央値 {format_ms(s['median_ms'])}、"
+        f"p95 {format_ms(s['p95_ms'])}、p99 {format_ms(s['p99_ms'])}、最小 {format_ms(s['min_ms'])}、"
+        f"最大 {format_ms(s['max_ms'])}、標準偏差 {format_ms(s['std_ms'])}"
+    )
     return line + (f"、1 秒あたり {stats.throughput:,.0f} 回" if np.isfinite(stats.throughput) else "")
 
 
-def pattern_table(batch: BatchResult, realtime: LatencyStats, edge: LatencyStats,
-                  in_process: LatencyStats | None = None) -> pd.DataFrame:
+def pattern_table(
+    batch: BatchResult, realtime: LatencyStats, edge: LatencyStats, in_process: LatencyStats | None = None
+) -> pd.DataFrame:
     """One row per pattern: what the client waits for, per-prediction cost, throughput, and the source's range."""
     rows = [
-        {"pattern": "batch", "how": f"{batch.rows:,} 行の CSV ファイルを 1 回のジョブで",
-         "wait_ms": batch.seconds * 1000.0, "p95_ms": float("nan"),
-         "ms_per_prediction": batch.ms_per_row, "predictions_per_s": batch.rows_per_s},
-        {"pattern": "real-time", "how": f"HTTP の POST /predict を 1 件ずつ順番に {realtime.n} 回",
-         "wait_ms": realtime.p50, "p95_ms": realtime.p95,
-         "ms_per_prediction": realtime.p50, "predictions_per_s": realtime.throughput},
-        {"pattern": "edge", "how": f"ONNX Runtime をプロセス内で 1 行ずつ {edge.n} 回",
-         "wait_ms": edge.p50, "p95_ms": edge.p95,
-         "ms_per_prediction": edge.p50, "predictions_per_s": edge.throughput},
+        {
+            "pattern": "batch",
+            "how": f"{batch.rows:,} 行の CSV ファイルを 1 回のジョブで",
+            "wait_ms": batch.seconds * 1000.0,
+            "p95_ms": float("nan"),
+            "ms_per_prediction": batch.ms_per_row,
+            "predictions_per_s": batch.rows_per_s,
+        },
+        {
+            "pattern": "real-time",
+            "how": f"HTTP の POST /predict を 1 件ずつ順番に {realtime.n} 回",
+            "wait_ms": realtime.p50,
+            "p95_ms": realtime.p95,
+            "ms_per_prediction": realtime.p50,
+            "predictions_per_s": realtime.throughput,
+        },
+        {
+            "pattern": "edge",
+            "how": f"ONNX Runtime をプロセス内で 1 行ずつ {edge.n} 回",
+            "wait_ms": edge.p50,
+            "p95_ms": edge.p95,
+            "ms_per_prediction": edge.p50,
+            "predictions_per_s": edge.throughput,
+        },
     ]
     if in_process is not None:
-        rows.append({"pattern": REFERENCE, "how": f"scikit-learn をプロセス内で 1 行ずつ {in_process.n} 回",
-                     "wait_ms": in_process.p50, "p95_ms": in_process.p95,
-                     "ms_per_prediction": in_process.p50, "predictions_per_s": in_process.throughput})
+        rows.append(
+            {
+                "pattern": REFERENCE,
+                "how": f"scikit-learn をプロセス内で 1 行ずつ {in_process.n} 回",
+                "wait_ms": in_process.p50,
+                "p95_ms": in_process.p95,
+                "ms_per_prediction": in_process.p50,
+                "predictions_per_s": in_process.throughput,
+            }
+        )
     table = pd.DataFrame(rows).set_index("pattern")
     table["source_order"] = [SOURCE_ORDERS.get(name, (0, 0, "—"))[2] for name in table.index]
     return table
@@ -147,14 +188,16 @@ def pattern_table(batch: BatchResult, realtime: LatencyStats, edge: LatencyStats
 
 def table_for_reading(table: pd.DataFrame) -> pd.DataFrame:
     """The pattern table as a learner reads it: Japanese labels, each time with its unit, rates with separators."""
-    shown = pd.DataFrame({
-        "how": table["how"],
-        "wait_ms": table["wait_ms"].map(format_ms),
-        "p95_ms": table["p95_ms"].map(lambda ms: format_ms(ms) if np.isfinite(ms) else "—"),
-        "ms_per_prediction": table["ms_per_prediction"].map(format_ms),
-        "predictions_per_s": table["predictions_per_s"].map("{:,.0f}".format),
-        "source_order": table["source_order"],
-    })
+    shown = pd.DataFrame(
+        {
+            "how": table["how"],
+            "wait_ms": table["wait_ms"].map(format_ms),
+            "p95_ms": table["p95_ms"].map(lambda ms: format_ms(ms) if np.isfinite(ms) else "—"),
+            "ms_per_prediction": table["ms_per_prediction"].map(format_ms),
+            "predictions_per_s": table["predictions_per_s"].map("{:,.0f}".format),
+            "source_order": table["source_order"],
+        }
+    )
     return shown.rename(index=PATTERN_LABELS, columns=COLUMN_LABELS).rename_axis("パターン")
 
 
@@ -168,8 +211,15 @@ def plot_patterns(table: pd.DataFrame) -> Any:
     for y, name in enumerate(names):
         low, high, _ = SOURCE_ORDERS.get(name, (np.nan, np.nan, ""))
         if np.isfinite(low):
-            wait_ax.barh(y, high - low, left=low, height=0.6, color="tab:blue", alpha=0.15,
-                         label="textbook's order of magnitude" if y == 0 else None)
+            wait_ax.barh(
+                y,
+                high - low,
+                left=low,
+                height=0.6,
+                color="tab:blue",
+                alpha=0.15,
+                label="textbook's order of magnitude" if y == 0 else None,
+            )
             values += [low, high]
         wait, p95 = table.loc[name, "wait_ms"], table.loc[name, "p95_ms"]
         if np.isfinite(p95):

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ROOT / "requirements-lock.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 FIX_COMMAND = ".venv/bin/python -m pip install --require-hashes -r requirements-lock.txt"
-_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s*(?:;\s*(?P<marker>[^\\]+?))?\s*\\?$")
+_PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s*(?:;\s*(?P<marker>[^\\]+?))?\s*\\?$"
+)
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,15 @@ def lock_mismatches(lock: Path = LOCK_FILE, pyproject: Path = PYPROJECT) -> list
     """Where the lock and pyproject.toml disagree: a dependency missing from one, or a pin outside its range."""
     pins, wanted = read_lock(lock), direct_dependencies(pyproject)
     problems = [f"{name}: in pyproject.toml, not in the lock" for name in sorted(set(wanted) - {p.name for p in pins})]
-    problems += [f"{name}: locked for course-lib, not in pyproject.toml"
-                 for name in sorted(locked_direct_dependencies(lock) - set(wanted))]
-    problems += [f"{pin.name}: locked {pin.version}, pyproject.toml asks {wanted[pin.name].specifier}"
-                 for pin in pins
-                 if pin.name in wanted and not wanted[pin.name].specifier.contains(pin.version, prereleases=True)]
+    problems += [
+        f"{name}: locked for course-lib, not in pyproject.toml"
+        for name in sorted(locked_direct_dependencies(lock) - set(wanted))
+    ]
+    problems += [
+        f"{pin.name}: locked {pin.version}, pyproject.toml asks {wanted[pin.name].specifier}"
+        for pin in pins
+        if pin.name in wanted and not wanted[pin.name].specifier.contains(pin.version, prereleases=True)
+    ]
     return problems
 
 
@@ -86,7 +92,8 @@ def installed_differences(lock: Path = LOCK_FILE) -> list[str]:
     pins = [pin for pin in read_lock(lock) if pin.applies()]
     installed = installed_versions(pin.name for pin in pins)
     return [
-        f"{pin.name}: not installed (locked {pin.version})" if pin.name not in installed
+        f"{pin.name}: not installed (locked {pin.version})"
+        if pin.name not in installed
         else f"{pin.name}: installed {installed[pin.name]}, locked {pin.version}"
         for pin in pins
         if installed.get(pin.name) != pin.version

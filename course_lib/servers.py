@@ -32,7 +32,14 @@ from typing import Any
 import requests
 
 __all__ = [
-    "ServerError", "PortInUseError", "Server", "ThreadServer", "WSGIServer", "ASGIServer", "ScriptServer", "serve",
+    "ServerError",
+    "PortInUseError",
+    "Server",
+    "ThreadServer",
+    "WSGIServer",
+    "ASGIServer",
+    "ScriptServer",
+    "serve",
     "serve_script",
 ]
 
@@ -91,7 +98,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class Server:
     """Common handle: url, port, start/stop, context manager."""
-
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -229,7 +235,6 @@ class ThreadServer(Server):
 class WSGIServer(ThreadServer):
     """A WSGI app (Flask) on Werkzeug's threaded server."""
 
-
     def _serve_in_thread(self) -> None:
         from werkzeug.serving import make_server
 
@@ -253,7 +258,6 @@ class WSGIServer(ThreadServer):
 
 class ASGIServer(ThreadServer):
     """An ASGI app (FastAPI, Starlette) on uvicorn, with its own event loop in the thread."""
-
 
     def _serve_in_thread(self) -> None:
         import uvicorn

@@ -54,9 +54,12 @@ def page():
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Print the figures tests recorded with record_property("measured", ...) (soak runs, memory growth)."""
-    lines = [f"{report.nodeid}: {value}"
-             for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
-             for key, value in report.user_properties if key == "measured"]
+    lines = [
+        f"{report.nodeid}: {value}"
+        for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
+        for key, value in report.user_properties
+        if key == "measured"
+    ]
     if lines:
         terminalreporter.section("measured")
         for line in sorted(set(lines)):

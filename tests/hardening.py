@@ -17,8 +17,10 @@ from soak import Call
 from course_lib.servers import serve
 
 # What a traceback or a server-side path looks like inside a response body.
-LEAKS = re.compile(r'Traceback \(most recent call last\)|File "[^"]+", line \d+|site-packages|\.py", line|'
-                   r"(?<![\w.])/(?:home|root|tmp|usr|work|check|Users|var)/\w")
+LEAKS = re.compile(
+    r'Traceback \(most recent call last\)|File "[^"]+", line \d+|site-packages|\.py", line|'
+    r"(?<![\w.])/(?:home|root|tmp|usr|work|check|Users|var)/\w"
+)
 
 
 def leaks(text: str) -> list[str]:
@@ -57,7 +59,8 @@ def differences(got: Any, expected: Any, where: str = "answer", tol: float = 1e-
     if isinstance(expected, list) and isinstance(got, list):
         if len(got) != len(expected):
             return [f"{where}: {len(got)} items instead of {len(expected)}"]
-        return [d for i, (g, e) in enumerate(zip(got, expected)) for d in differences(g, e, f"{where}[{i}]", tol)]
+        pairs = enumerate(zip(got, expected, strict=True))
+        return [d for i, (g, e) in pairs for d in differences(g, e, f"{where}[{i}]", tol)]
     if isinstance(got, bool) or isinstance(expected, bool):  # True is not 1 in an answer
         return [] if got is expected else [f"{where}: {got!r} instead of {expected!r}"]
     if isinstance(expected, (int, float)) and isinstance(got, (int, float)):
@@ -65,10 +68,12 @@ def differences(got: Any, expected: Any, where: str = "answer", tol: float = 1e-
     return [] if got == expected else [f"{where}: {got!r} instead of {expected!r}"]
 
 
-def same_answers_under_load(reference: dict[str, Any], volatile: Sequence[str] = ()) -> Callable[
-        [Call, requests.Response], str | None]:
+def same_answers_under_load(
+    reference: dict[str, Any], volatile: Sequence[str] = ()
+) -> Callable[[Call, requests.Response], str | None]:
     """A soak check: each good answer equals the answer its request got alone (but for volatile keys such as
     timings), so an answer mixed up between clients shows; errors must be clean JSON (error_body_problem)."""
+
     def check(call: Call, response: requests.Response) -> str | None:
         if call.good and response.ok and call.name in reference:
             body = response.json()
@@ -102,8 +107,9 @@ def oversized_answers(app: Any, limit: int) -> dict[str, int]:
     body = b"{" + b" " * (4 * limit) + b"}"
     with serve(app) as server, requests.Session() as session:
         for method, path in routes(app):
-            response = session.request(method, server.url + path, data=body,
-                                        headers={"Content-Type": "application/json"}, timeout=30)
+            response = session.request(
+                method, server.url + path, data=body, headers={"Content-Type": "application/json"}, timeout=30
+            )
             statuses[f"{method} {path}"] = response.status_code
             assert not leaks(response.text), response.text
         assert session.get(server.url + "/health", timeout=10).ok
@@ -114,13 +120,16 @@ def hold_a_request_open(url: str) -> socket.socket:
     """A client that sent headers and half its body and is waiting: an in-flight request at stop time."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 40\r\n\r\n{\"features\": [5.1,")
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 40\r\n\r\n{"features": [5.1,'
+    )
     return sock
 
 
-def start_stop_cycles(make_server: Callable[[], Any], good: Callable[[str], requests.Response],
-                      cycles: int) -> dict[str, int]:
+def start_stop_cycles(
+    make_server: Callable[[], Any], good: Callable[[str], requests.Response], cycles: int
+) -> dict[str, int]:
     """Start and stop a server many times, every other time with requests in flight; return resource counts.
 
     In flight: a slow client holding a half-sent body, and a good request running in another thread.
@@ -148,8 +157,10 @@ def start_stop_cycles(make_server: Callable[[], Any], good: Callable[[str], requ
             server.stop()
         server.stop()  # a second stop is harmless
     return {
-        "threads_before": threads, "threads_after": settled_thread_count(threads),
-        "fds_before": fds, "fds_after": _settled_fds(fds),
+        "threads_before": threads,
+        "threads_after": settled_thread_count(threads),
+        "fds_before": fds,
+        "fds_after": _settled_fds(fds),
         "ports_still_listening": len(set(ports) & listening_ports()),
         "in_flight_requests": len(outcomes),
     }

@@ -46,8 +46,10 @@ class SoakReport:
     def summary(self) -> str:
         """One line for the test report."""
         codes = ", ".join(f"{code}×{n}" for code, n in sorted(self.statuses.items()))
-        return (f"{self.requests} requests ({codes}); RSS {self.rss_start_mb:.0f} → {self.rss_end_mb:.0f} MB "
-                f"({self.rss_growth_mb:+.1f} MB)")
+        return (
+            f"{self.requests} requests ({codes}); RSS {self.rss_start_mb:.0f} → {self.rss_end_mb:.0f} MB "
+            f"({self.rss_growth_mb:+.1f} MB)"
+        )
 
 
 def _rss_mb() -> float:
@@ -55,8 +57,15 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def soak(base_url: str, mix: Sequence[Call], clients: int = 8, per_client: int = 125, seed: int = 0,
-         warmup: int = 50, check: Callable[[Call, requests.Response], str | None] | None = None) -> SoakReport:
+def soak(
+    base_url: str,
+    mix: Sequence[Call],
+    clients: int = 8,
+    per_client: int = 125,
+    seed: int = 0,
+    warmup: int = 50,
+    check: Callable[[Call, requests.Response], str | None] | None = None,
+) -> SoakReport:
     """Send clients × per_client requests drawn from mix, concurrently, and record every anomaly."""
     report = SoakReport()
     lock = threading.Lock()

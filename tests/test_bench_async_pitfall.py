@@ -92,9 +92,17 @@ def test_health_under_load_reports_a_failing_predict_without_hanging():
 
 
 def test_bench_rows_judge_each_kind_of_work_against_its_goal():
-    p99 = {("sleep", "blocking"): 200.0, ("sleep", "def"): 10.0, ("sleep", "threadpool"): 100.0,
-           ("torch", "blocking"): 200.0, ("torch", "def"): 66.0, ("torch", "threadpool"): 67.0,
-           ("python", "blocking"): 200.0, ("python", "def"): 100.0, ("python", "threadpool"): 150.0}
+    p99 = {
+        ("sleep", "blocking"): 200.0,
+        ("sleep", "def"): 10.0,
+        ("sleep", "threadpool"): 100.0,
+        ("torch", "blocking"): 200.0,
+        ("torch", "def"): 66.0,
+        ("torch", "threadpool"): 67.0,
+        ("python", "blocking"): 200.0,
+        ("python", "def"): 100.0,
+        ("python", "threadpool"): 150.0,
+    }
     rows = rows_for(p99)
     assert len(rows) == len(WORKS) * (len(STYLES) + 2)
     ratios = {row.metric: (round(row.value, 2), row.verdict) for row in rows if row.unit == "×"}

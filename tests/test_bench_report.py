@@ -50,7 +50,11 @@ def test_a_measurement_that_failed_to_produce_a_number_never_meets_a_goal(op):
 
 def test_goal_prints_as_its_math_symbol():
     assert [str(Goal(op, t)) for op, t in [("<=", 1.10), ("<", 2), (">=", 1.5), (">", 100)]] == [
-        "≤ 1.1", "< 2", "≥ 1.5", "> 100"]
+        "≤ 1.1",
+        "< 2",
+        "≥ 1.5",
+        "> 100",
+    ]
 
 
 @pytest.mark.parametrize("op", ["=<", "≤", "==", ""])
@@ -128,12 +132,16 @@ def test_runner_keeps_going_after_a_broken_benchmark_and_ends_with_the_unmet_goa
     assert "== broken" in captured.out and "== measured" in captured.out
     lines = report(rows, failed).splitlines()
     assert "failed: broken" in lines
-    assert lines[-3:] == ["", "❌ unmet goals:",
-                          "- image_api: digits: end-to-end p50 / in-process p50 (torch) = 1.33 ×, goal ≤ 1.1"]
+    assert lines[-3:] == [
+        "",
+        "❌ unmet goals:",
+        "- image_api: digits: end-to-end p50 / in-process p50 (torch) = 1.33 ×, goal ≤ 1.1",
+    ]
 
 
-@pytest.mark.parametrize(("runners", "status"), [({"measured": _measured_run}, 0),
-                                                 ({"measured": _measured_run, "broken": _broken_run}, 1)])
+@pytest.mark.parametrize(
+    ("runners", "status"), [({"measured": _measured_run}, 0), ({"measured": _measured_run, "broken": _broken_run}, 1)]
+)
 def test_unmet_goals_are_a_report_and_exit_0_a_broken_benchmark_exits_1(tmp_path, capsys, runners, status):
     out_file = tmp_path / "results" / "latest.md"
     assert run_and_report(runners, quick=True, out=out_file) == status

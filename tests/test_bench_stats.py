@@ -91,6 +91,7 @@ def test_concurrent_calls_spreads_the_calls_over_exactly_the_threads_asked_for()
             with lock:
                 ident = threading.get_ident()
                 per_thread[ident] = per_thread.get(ident, 0) + 1
+
         return call
 
     stats = concurrent_calls(make_call, n=41, concurrency=4, warmup=1)

@@ -52,6 +52,7 @@ class Recorder:
 
 def echo_app(calls: list[bytes], started: list[bool]) -> FastAPI:
     """POST /echo → the size and SHA-256 of the body the app received (each body is also kept in calls)."""
+
     @asynccontextmanager
     async def lifespan(app):
         started.append(True)
@@ -101,7 +102,7 @@ def test_the_lifespan_passes_through_the_middleware(limited):
 def test_a_body_up_to_the_limit_reaches_the_app_intact(limited, size, chunked):
     server, recorder, calls, started = limited
     body = bytes(range(256))[:size] if size <= 256 else b"x" * size
-    data = iter([body[:size // 2], body[size // 2:]]) if chunked else body
+    data = iter([body[: size // 2], body[size // 2 :]]) if chunked else body
     response = requests.post(server.url + "/echo", data=data, timeout=30)
     assert ("content-length" in response.request.headers) is not chunked
     assert response.status_code == 200 and response.json() == echoed(body)
@@ -113,7 +114,7 @@ def test_a_body_up_to_the_limit_reaches_the_app_intact(limited, size, chunked):
 def test_a_body_over_the_limit_gets_413_json_and_never_reaches_the_app(limited, size, chunked):
     server, recorder, calls, started = limited
     body = b"y" * size
-    data = iter([body[i:i + 4096] for i in range(0, size, 4096)]) if chunked else body
+    data = iter([body[i : i + 4096] for i in range(0, size, 4096)]) if chunked else body
     response = requests.post(server.url + "/echo", data=data, timeout=30)  # the whole body is sent, then read
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/json"
@@ -127,8 +128,9 @@ def test_an_invalid_content_length_over_http_is_a_400_and_the_server_keeps_servi
     """uvicorn's HTTP parser refuses these before any app runs: a plain-text 400, not a 500."""
     server, recorder, calls, started = limited
     with socket.create_connection((server.host, server.port), timeout=30) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " + value
-                     + b"\r\n\r\nhello")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " + value + b"\r\n\r\nhello"
+        )
         answer = _read_all(sock)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert recorder.events.empty() and calls == []
@@ -156,8 +158,11 @@ def test_an_invalid_content_length_that_reaches_the_middleware_gets_400_json(val
 def test_a_client_that_disconnects_mid_body_ends_its_request_quietly(limited, capfd, declared):
     server, recorder, calls, started = limited
     with socket.create_connection((server.host, server.port), timeout=30) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared + b"z" * (LIMIT // 2)
-                     + (b"z" * LIMIT if declared > LIMIT else b""))
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared
+            + b"z" * (LIMIT // 2)
+            + (b"z" * LIMIT if declared > LIMIT else b"")
+        )
         assert recorder.next() == ("entered", "/echo")  # the middleware is reading the body
     assert recorder.next() == ("returned", "/echo")  # no exception, no hang once the client is gone
     assert calls == []  # a partial body never reaches the app

@@ -22,8 +22,12 @@ def not_implemented(*args, **kwargs):
 
 @pytest.mark.parametrize(
     "check",
-    [checks_01.check_batch_scoring, checks_01.check_concurrent_client, checks_01.check_onnx_predict,
-     checks_01.check_choose_pattern],
+    [
+        checks_01.check_batch_scoring,
+        checks_01.check_concurrent_client,
+        checks_01.check_onnx_predict,
+        checks_01.check_choose_pattern,
+    ],
 )
 def test_an_unfinished_exercise_is_reported_as_not_implemented(check):
     with pytest.raises(NotImplementedError):
@@ -120,8 +124,10 @@ def test_batch_check_rejects_scoring_row_by_row():
     def row_by_row(model, in_path, out_path):
         started = time.perf_counter()
         frame = pd.read_csv(in_path)
-        predictions = [IRIS_CLASSES[model.predict(row.reshape(1, -1))[0]]
-                       for row in frame[IRIS_FEATURES].to_numpy(dtype=np.float32)]
+        predictions = [
+            IRIS_CLASSES[model.predict(row.reshape(1, -1))[0]]
+            for row in frame[IRIS_FEATURES].to_numpy(dtype=np.float32)
+        ]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"id": frame["id"], "prediction": predictions}).to_csv(out_path, index=False)
         seconds = time.perf_counter() - started

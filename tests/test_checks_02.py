@@ -27,8 +27,14 @@ def test_an_unfinished_exercise_is_reported_as_not_implemented(check):
 # Exercise 1: GET /model-info
 
 
-def info_app(model: Any, method: str = "GET", without: str = "", hard_coded: bool = False, class_ids: bool = False,
-             bare: bool = False) -> Flask:
+def info_app(
+    model: Any,
+    method: str = "GET",
+    without: str = "",
+    hard_coded: bool = False,
+    class_ids: bool = False,
+    bare: bool = False,
+) -> Flask:
     """The solution of exercise 1; each keyword makes one mistake."""
     app = Flask("bare") if bare else create_app(model)
 
@@ -75,13 +81,28 @@ def test_model_info_check_rejects_a_missing_endpoint():
 # Exercise 2: POST /predict/batch
 
 
-def batch_app(model: Any, max_rows: int = 100, *, limit: str = ">", base: int = 0, keep_reason: bool = True,
-              keep_code: bool = True, skip_bad: bool = False, sort_rows: bool = False, allow_empty: bool = False,
-              assume_object: bool = False, own_parser: bool = False) -> Flask:
+def batch_app(
+    model: Any,
+    max_rows: int = 100,
+    *,
+    limit: str = ">",
+    base: int = 0,
+    keep_reason: bool = True,
+    keep_code: bool = True,
+    skip_bad: bool = False,
+    sort_rows: bool = False,
+    allow_empty: bool = False,
+    assume_object: bool = False,
+    own_parser: bool = False,
+) -> Flask:
     """The solution of exercise 2; each keyword makes one mistake."""
     app = create_app(model)
-    too_many = {">": lambda n: n > max_rows, ">=": lambda n: n >= max_rows, "100": lambda n: n > 100,
-                "none": lambda n: False}[limit]
+    too_many = {
+        ">": lambda n: n > max_rows,
+        ">=": lambda n: n >= max_rows,
+        "100": lambda n: n > 100,
+        "none": lambda n: False,
+    }[limit]
 
     def parse_row(i: int, row: Any) -> list[float]:
         if own_parser:  # float() by hand: true/false become 1.0/0.0
@@ -95,8 +116,11 @@ def batch_app(model: Any, max_rows: int = 100, *, limit: str = ">", base: int = 
     @app.post("/predict/batch")
     def predict_batch():
         payload = read_json_body()
-        instances = payload.get("instances") if assume_object else (
-            payload.get("instances") if isinstance(payload, dict) else None)
+        instances = (
+            payload.get("instances")
+            if assume_object
+            else (payload.get("instances") if isinstance(payload, dict) else None)
+        )
         if not isinstance(instances, list) or (not instances and not allow_empty):
             raise InputError('send JSON such as {"instances": [[5.1, 3.5, 1.4, 0.2]]}', "invalid_instances")
         if too_many(len(instances)):
@@ -134,8 +158,19 @@ def test_batch_check_accepts_the_solution():
         (dict(assume_object=True), "本文がオブジェクトでなく配列 に \\[400\\] のどれかを期待しましたが 500"),
         (dict(own_parser=True), "instances\\[1\\] がだめなバッチ .* 500"),
     ],
-    ids=["limit off by one", "limit hard-coded", "no limit", "1-based positions", "reason dropped", "code dropped",
-         "bad rows skipped", "rows reordered", "empty batch accepted", "array body crashes", "own parser"],
+    ids=[
+        "limit off by one",
+        "limit hard-coded",
+        "no limit",
+        "1-based positions",
+        "reason dropped",
+        "code dropped",
+        "bad rows skipped",
+        "rows reordered",
+        "empty batch accepted",
+        "array body crashes",
+        "own parser",
+    ],
 )
 def test_batch_check_rejects_a_mistake(mistake, message):
     with pytest.raises(AssertionError, match=message):
@@ -216,8 +251,17 @@ def returns_nothing(payload):
         (range_only, "parse_features を先に呼びましたか"),
         (returns_nothing, "float のリスト"),
     ],
-    ids=["0 refused", "30 refused", "30.01 accepted", "no range rule", "ValueError is a 500", "position always 0",
-         "no code", "format rules skipped", "returns None"],
+    ids=[
+        "0 refused",
+        "30 refused",
+        "30.01 accepted",
+        "no range rule",
+        "ValueError is a 500",
+        "position always 0",
+        "no code",
+        "format rules skipped",
+        "returns None",
+    ],
 )
 def test_range_check_rejects_a_mistake(answer, message):
     with pytest.raises(AssertionError, match=message):

@@ -103,8 +103,16 @@ def schema(rule, message: str = "features[{i}] must be at most 30 cm, got {value
         (schema(lambda v: v > 30, returns=False), "return features"),  # forgets to return
         (schema(lambda v: v > 30, lax=True), "NaN"),  # the source's lax list[float]
     ],
-    ids=["no-rule", "rejects-30", "rejects-0", "int-truncation", "no-position", "wrong-position", "no-return",
-         "lax-type"],
+    ids=[
+        "no-rule",
+        "rejects-30",
+        "rejects-0",
+        "int-truncation",
+        "no-position",
+        "wrong-position",
+        "no-return",
+        "lax-type",
+    ],
 )
 def test_schema_check_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
@@ -189,8 +197,17 @@ def batch_app(
         (batch_app(reverse=True), "0 件目の予測が違います"),  # order lost
         (batch_app(wrap=False), "predictions は 5 件のリスト"),  # a bare list
     ],
-    ids=["no-limit", "off-by-one", "ignores-max-rows", "422", "no-limit-in-message", "infers-first", "no-handler",
-         "reversed", "bare-list"],
+    ids=[
+        "no-limit",
+        "off-by-one",
+        "ignores-max-rows",
+        "422",
+        "no-limit-in-message",
+        "infers-first",
+        "no-handler",
+        "reversed",
+        "bare-list",
+    ],
 )
 def test_batch_check_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
@@ -317,8 +334,18 @@ leaks: list[Any] = []
         (measured(lambda stats: str(stats.p99)), "ミリ秒の数"),
         (leaves_the_server_running, "サーバーを止めて"),
     ],
-    ids=["p50", "mean", "seconds", "sum", "too-few", "one-client", "no-load", "made-up", "string",
-         "server-left-running"],
+    ids=[
+        "p50",
+        "mean",
+        "seconds",
+        "sum",
+        "too-few",
+        "one-client",
+        "no-load",
+        "made-up",
+        "string",
+        "server-left-running",
+    ],
 )
 def test_p99_helper_check_rejects(solution, helper, message):
     try:

@@ -104,7 +104,9 @@ def answer_with(onnx_files: dict[str, Path], report, kind: str = "dynamic", file
 
 def test_onnx_check_accepts_numpy_scalars(onnx_files):
     report = lambda model, path: {  # noqa: E731
-        "max_abs_diff": np.float32(largest(differences(model, path))), "labels_equal": np.bool_(True)}
+        "max_abs_diff": np.float32(largest(differences(model, path))),
+        "labels_equal": np.bool_(True),
+    }
     checks_04.check_onnx_parity(answer_with(onnx_files, report))
 
 
@@ -120,12 +122,15 @@ ONNX_MISTAKES = {
         "合いません",
     ),
     "signed difference": (
-        dict(report=lambda m, p: {"max_abs_diff": max(float(d.max()) for d in differences(m, p)),
-                                  "labels_equal": True}),
+        dict(
+            report=lambda m, p: {"max_abs_diff": max(float(d.max()) for d in differences(m, p)), "labels_equal": True}
+        ),
         "合いません",
     ),
-    "fixed batch axis": (dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, kind="fixed batch"),
-                         "固定されています"),
+    "fixed batch axis": (
+        dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, kind="fixed batch"),
+        "固定されています",
+    ),
     "another model in the file": (
         dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, kind="other model"),
         "渡された model を書き出して",
@@ -138,10 +143,14 @@ ONNX_MISTAKES = {
         dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p)), "labels_equal": "yes"}),
         "True / False に",
     ),
-    "key missing": (dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p))}),
-                    "\"labels_equal\" がありません"),
-    "file not at path": (dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, file_name="x.onnx"),
-                         "作られていません"),
+    "key missing": (
+        dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p))}),
+        '"labels_equal" がありません',
+    ),
+    "file not at path": (
+        dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}, file_name="x.onnx"),
+        "作られていません",
+    ),
 }
 
 
@@ -238,8 +247,15 @@ def rewrite(meta_path: Path, meta: dict) -> Path:
         (none_without_metadata, "メタデータのファイルがないのに、読み込めてしまいました"),
         (loads_without_metadata, "メタデータのファイルがないのに、読み込めてしまいました"),
     ],
-    ids=["ignores versions", "loads then checks", "sklearn only", "no versions in message", "RuntimeError",
-         "None without metadata", "loads without metadata"],
+    ids=[
+        "ignores versions",
+        "loads then checks",
+        "sklearn only",
+        "no versions in message",
+        "RuntimeError",
+        "None without metadata",
+        "loads without metadata",
+    ],
 )
 def test_metadata_check_rejects_loader(solution, loader, message: str):
     with pytest.raises(AssertionError, match=message):
@@ -249,8 +265,10 @@ def test_metadata_check_rejects_loader(solution, loader, message: str):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda meta_path, meta: rewrite(meta_path, {k: v for k, v in meta.items() if k != "class_names"}),
-         "\"class_names\" がありません"),
+        (
+            lambda meta_path, meta: rewrite(meta_path, {k: v for k, v in meta.items() if k != "class_names"}),
+            '"class_names" がありません',
+        ),
         (lambda meta_path, meta: rewrite(meta_path, dict(meta, metrics={})), "metrics には渡された値"),
         (lambda meta_path, meta: rewrite(meta_path, dict(meta, feature_names=["a", "b", "c", "d"])), "feature_names"),
         (lambda meta_path, meta: meta_path.with_name("iris_model.joblib"), "メタデータのパス"),
@@ -323,13 +341,27 @@ def notebook_format(name: str):
         (measuring(lambda model, path: joblib.dump(model, path, compress=True)), COMPRESS_3_RENAMED),
         (measuring(lambda model, path: joblib.dump(model, path)), "'joblib' と 1 バイトも"),
         (measuring(pickle_protocol_2), "小さくなっていません"),
-        (measuring(lambda model, path: joblib.dump(model, path, compress=("lzma", 3)), load=lambda p: joblib.load(p)),
-         "予測関数を返して"),
-        (lambda model, folder: measuring(lambda m, p: joblib.dump(m, p, compress=("lzma", 3)))(model, folder.parent),
-         "folder の中にモデルのファイルがありません"),
+        (
+            measuring(
+                lambda model, path: joblib.dump(model, path, compress=("lzma", 3)), load=lambda p: joblib.load(p)
+            ),
+            "予測関数を返して",
+        ),
+        (
+            lambda model, folder: measuring(lambda m, p: joblib.dump(m, p, compress=("lzma", 3)))(model, folder.parent),
+            "folder の中にモデルのファイルがありません",
+        ),
     ],
-    ids=["notebook's compress=3", "notebook's joblib", "compress=3 renamed", "compress=True renamed",
-         "plain joblib renamed", "uncompressed pickle", "load returns the model", "another folder"],
+    ids=[
+        "notebook's compress=3",
+        "notebook's joblib",
+        "compress=3 renamed",
+        "compress=True renamed",
+        "plain joblib renamed",
+        "uncompressed pickle",
+        "load returns the model",
+        "another folder",
+    ],
 )
 def test_format_check_rejects(answer, message: str):
     with pytest.raises(AssertionError, match=message):

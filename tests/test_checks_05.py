@@ -159,8 +159,14 @@ def test_top_k_check_rejects_a_wrong_confidence(classifier):
 # Exercise 2: batch endpoint
 
 
-def batch_app(classifier, limit: int | None = 8, skip_unreadable: bool = False, drop_last: bool = False, order=list,
-              one_by_one: bool = False):
+def batch_app(
+    classifier,
+    limit: int | None = 8,
+    skip_unreadable: bool = False,
+    drop_last: bool = False,
+    order=list,
+    one_by_one: bool = False,
+):
     app = FastAPI()
 
     @app.post("/predict/batch")
@@ -180,8 +186,11 @@ def batch_app(classifier, limit: int | None = 8, skip_unreadable: bool = False, 
         else:
             probs = classifier.probabilities(classifier.batch(images))
         results = [
-            {"filename": upload.filename, "top_class": classifier.categories[int(p.argmax())],
-             "confidence": float(p.max())}
+            {
+                "filename": upload.filename,
+                "top_class": classifier.categories[int(p.argmax())],
+                "confidence": float(p.max()),
+            }
             for upload, p in zip(kept, probs, strict=True)
         ]
         return {"results": order(results[:-1] if drop_last else results)}

@@ -16,8 +16,9 @@ from course_lib.__main__ import ROOT
 def run(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """`python -m course_lib args…` in root (the course_lib found there is the one that runs: `-m` puts cwd first)."""
     env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "PYTHONSAFEPATH"}}
-    return subprocess.run([sys.executable, "-m", "course_lib", *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "course_lib", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_doctor_prints_versions_and_cache_state():
@@ -60,8 +61,9 @@ def test_exercises_check_names_every_stale_exercise_and_fails(tmp_path):
 
     stale = run("exercises", "--check", root=tmp_path)
     assert stale.returncode == 1, stale
-    assert stale.stdout.splitlines() == [f"out of date: exercises/{name} (run `make exercises`)"
-                                         for name in [*solutions[:3], "99_orphan.ipynb"]]
+    assert stale.stdout.splitlines() == [
+        f"out of date: exercises/{name} (run `make exercises`)" for name in [*solutions[:3], "99_orphan.ipynb"]
+    ]
     rebuilt = run("exercises", root=tmp_path)
     assert "deleted (no solution) exercises/99_orphan.ipynb" in rebuilt.stdout, rebuilt
     assert run("exercises", "--check", root=tmp_path).returncode == 0

@@ -46,8 +46,10 @@ def test_block_at_top_level_is_reported_so_the_cell_gets_tagged():
     ("source", "message"),
     [
         ("x = 0\n### BEGIN SOLUTION\nx = 1\n", r"cell 7, line 2: ### BEGIN SOLUTION is never closed"),
-        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n",
-         r"cell 7, line 2: nested .* opened at line 1"),
+        (
+            "### BEGIN SOLUTION\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n",
+            r"cell 7, line 2: nested .* opened at line 1",
+        ),
         ("x = 1\n### END SOLUTION\n", r"cell 7, line 2: ### END SOLUTION without a ### BEGIN SOLUTION"),
     ],
     ids=["unclosed", "nested", "stray-end"],
@@ -64,11 +66,17 @@ def test_marker_mistake_in_a_notebook_names_file_and_cell():
 
 
 def test_exercise_notebook_clears_outputs_and_tags_raising_cells():
-    solution = new_notebook(cells=[
-        new_code_cell(SOLUTION_IN_FUNCTION, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="x")],
-                      metadata={"execution": {"iopub.status.busy": "2026-11-29T13:00:00Z"}}),
-        new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", execution_count=4),
-    ])
+    solution = new_notebook(
+        cells=[
+            new_code_cell(
+                SOLUTION_IN_FUNCTION,
+                execution_count=3,
+                outputs=[nbformat.v4.new_output("stream", text="x")],
+                metadata={"execution": {"iopub.status.busy": "2026-11-29T13:00:00Z"}},
+            ),
+            new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", execution_count=4),
+        ]
+    )
     exercise = exercise_notebook(solution, "01_demo.ipynb")
     header, *cells = exercise.cells
     assert header.id == HEADER_ID and "solutions/01_demo.ipynb" in header.source and "make exercises" in header.source

@@ -38,9 +38,11 @@ def record_requests(page) -> tuple[list[str], list[str]]:
 
 def left_the_machine(seen: list[str], blocked: list[str]) -> list[str]:
     """Requests to a host other than 127.0.0.1 that the browser actually sent (data:/blob: stay in the browser)."""
-    return [url for url in seen
-            if urlsplit(url).scheme not in {"data", "blob"} and urlsplit(url).hostname != "127.0.0.1"
-            and url not in blocked]
+    return [
+        url
+        for url in seen
+        if urlsplit(url).scheme not in {"data", "blob"} and urlsplit(url).hostname != "127.0.0.1" and url not in blocked
+    ]
 
 
 @pytest.mark.browser
@@ -50,7 +52,8 @@ def test_swagger_ui_lists_the_operations_offline(page, api_url):
     page.wait_for_selector(".opblock-summary-path", timeout=30_000)
     paths = page.locator(".opblock-summary-path").all_text_contents()
     methods = page.locator(".opblock-summary-method").all_text_contents()
-    assert sorted(zip(methods, paths)) == [("GET", "/health"), ("POST", "/predict"), ("POST", "/predict/batch")]
+    expected = [("GET", "/health"), ("POST", "/predict"), ("POST", "/predict/batch")]
+    assert sorted(zip(methods, paths, strict=True)) == expected
     assert "Iris inference API" in page.locator(".info .title").text_content()
     assert any(url.endswith("/static-offline-docs/swagger-ui-bundle.js") for url in seen)
     assert any(url.endswith("/openapi.json") for url in seen)
@@ -106,8 +109,9 @@ def test_the_browser_rule_fails_without_chromium_in_ci(value):
         require_chromium(None, environ)
 
 
-@pytest.mark.parametrize("environ", [{}, {"CI": ""}, {"CI": "false"}, {"CI": "False"}, {"CI": "0"}, {"CI": "no"},
-                                     {"CI": "off"}], ids=repr)
+@pytest.mark.parametrize(
+    "environ", [{}, {"CI": ""}, {"CI": "false"}, {"CI": "False"}, {"CI": "0"}, {"CI": "no"}, {"CI": "off"}], ids=repr
+)
 def test_the_browser_rule_skips_without_chromium_outside_ci(environ):
     assert not running_in_ci(environ)
     with pytest.raises(pytest.skip.Exception, match="headless Chromium was not found"):
@@ -125,10 +129,18 @@ def test_conftest_applies_the_rule_to_the_browser_tests_of_both_files(ci, outcom
     here = Path(__file__).resolve().parent
     env = {key: value for key, value in os.environ.items() if key not in {"COURSE_CHROMIUM", "PYTEST_XDIST_WORKER"}}
     env.update(CI=ci, PATH=str(Path(sys.executable).parent))  # no chromium on this PATH
-    tests = [f"{here / 'test_fastapi_docs_browser.py'}::test_screenshot_works_inside_a_running_event_loop",
-             f"{here / 'test_image_api_browser.py'}::test_demo_page_shows_the_api_error_for_a_non_image"]
-    result = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "no:randomly", "-rA", *tests],
-                            cwd=here.parent, env=env, capture_output=True, text=True, timeout=300)
+    tests = [
+        f"{here / 'test_fastapi_docs_browser.py'}::test_screenshot_works_inside_a_running_event_loop",
+        f"{here / 'test_image_api_browser.py'}::test_demo_page_shows_the_api_error_for_a_non_image",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "0", "-p", "no:randomly", "-rA", *tests],
+        cwd=here.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     outcomes = ("ERROR ", "SKIPPED ", "PASSED ", "FAILED ")
     report = [line for line in result.stdout.splitlines() if line.startswith(outcomes)]
     if outcome == "errors":  # pytest.fail in set-up: the test never ran, and the run fails

@@ -103,8 +103,13 @@ FLASK = AppCase(
         Call("three features", "POST", "/predict", False, {"json": {"features": [5.1, 3.5, 1.4]}}),
         Call("strings", "POST", "/predict", False, {"json": {"features": ["a", "b", "c", "d"]}}),
         Call("form body", "POST", "/predict", False, {"data": {"features": "5.1"}}),
-        Call("over the size limit", "POST", "/predict", False,
-             {"data": b"[" + b"1," * iris_flask.MAX_CONTENT_LENGTH + b"1]", "headers": JSON}),
+        Call(
+            "over the size limit",
+            "POST",
+            "/predict",
+            False,
+            {"data": b"[" + b"1," * iris_flask.MAX_CONTENT_LENGTH + b"1]", "headers": JSON},
+        ),
         Call("wrong method", "GET", "/predict", False),
         Call("unknown path", "GET", "/admin", False),
     ],
@@ -133,10 +138,20 @@ FASTAPI = AppCase(
         Call("extra field", "POST", "/predict", False, {"json": {**GOOD, "unit": "mm"}}),
         Call("five features", "POST", "/predict", False, {"json": {"features": [1, 2, 3, 4, 5]}}),
         Call("malformed JSON", "POST", "/predict", False, {"data": '{"features": [5.1,', "headers": JSON}),
-        Call("batch too large", "POST", "/predict/batch", False,
-             {"json": {"instances": [[1, 1, 1, 1]] * (MAX_BATCH + 1)}}),
-        Call("over the size limit", "POST", "/predict", False,
-             {"data": b" " * (iris_fastapi.MAX_BODY_BYTES + 1), "headers": JSON}),
+        Call(
+            "batch too large",
+            "POST",
+            "/predict/batch",
+            False,
+            {"json": {"instances": [[1, 1, 1, 1]] * (MAX_BATCH + 1)}},
+        ),
+        Call(
+            "over the size limit",
+            "POST",
+            "/predict",
+            False,
+            {"data": b" " * (iris_fastapi.MAX_BODY_BYTES + 1), "headers": JSON},
+        ),
         Call("wrong method", "GET", "/predict", False),
         Call("unknown path", "GET", "/admin", False),
     ],
@@ -144,7 +159,8 @@ FASTAPI = AppCase(
     good=lambda url: requests.post(url + "/predict", json=GOOD, timeout=10),
     check_reference=lambda ref: (
         set(ref["source request"]) == {"prediction", "class_name", "confidence"}
-        and ref["source request"]["class_name"] == "setosa" and len(ref["batch of 10"]["predictions"]) == 10
+        and ref["source request"]["class_name"] == "setosa"
+        and len(ref["batch of 10"]["predictions"]) == 10
     ),
     crashing=lambda model: exploding_model_app(iris_fastapi.create_app, model),
     cycles=12,
@@ -157,15 +173,25 @@ IMAGE = AppCase(
     body_limit=image_api.MAX_BODY_BYTES,
     mix=[
         Call("upload a digit", "POST", "/predict", True, upload(SAMPLES["digit_0.png"])),
-        Call("base64 data URL", "POST", "/predict/base64", True,
-             {"json": {"image": "data:image/png;base64," + encode_base64(SAMPLES["digit_1.png"])}}),
+        Call(
+            "base64 data URL",
+            "POST",
+            "/predict/base64",
+            True,
+            {"json": {"image": "data:image/png;base64," + encode_base64(SAMPLES["digit_1.png"])}},
+        ),
         Call("health", "GET", "/health", True),
         Call("empty file", "POST", "/predict", False, upload(b"")),
         Call("text file", "POST", "/predict", False, upload(b"just some text", "notes.txt", "text/plain")),
         Call("truncated png", "POST", "/predict", False, upload(NOISE_PNG[:300])),
         Call("decompression bomb", "POST", "/predict", False, upload(png_header_claiming(50_000, 50_000))),
-        Call("wrong field name", "POST", "/predict", False,
-             {"files": {"image": ("x.png", SAMPLES["digit_0.png"], "image/png")}}),
+        Call(
+            "wrong field name",
+            "POST",
+            "/predict",
+            False,
+            {"files": {"image": ("x.png", SAMPLES["digit_0.png"], "image/png")}},
+        ),
         Call("invalid base64", "POST", "/predict/base64", False, {"json": {"image": "iVBORw0KGgo$$$"}}),
         Call("base64 of text", "POST", "/predict/base64", False, {"json": {"image": encode_base64(b"hello world")}}),
         Call("NaN in the body", "POST", "/predict/base64", False, {"data": '{"image": NaN}', "headers": JSON}),
@@ -219,8 +245,14 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx_and_no_schema_mismatch(c
 def test_soak_8_clients_good_and_bad_requests_mixed(case, server, record_property):
     reference = reference_answers(server.url, case.mix)
     assert case.check_reference(reference), reference
-    report = soak(server.url, case.mix, clients=CLIENTS, per_client=PER_CLIENT, seed=case.seed,
-                  check=same_answers_under_load(reference, volatile=list(case.volatile)))
+    report = soak(
+        server.url,
+        case.mix,
+        clients=CLIENTS,
+        per_client=PER_CLIENT,
+        seed=case.seed,
+        check=same_answers_under_load(reference, volatile=list(case.volatile)),
+    )
     record_property("measured", f"soak {case.name}: {report.summary()}")
     assert_clean(report, expected=CLIENTS * PER_CLIENT)
     assert report.statuses.get(200, 0) > CLIENTS * PER_CLIENT // 5, report.statuses

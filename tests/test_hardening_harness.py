@@ -76,7 +76,7 @@ def flaky_app() -> Flask:
         with lock:
             n = next(counter)
         if n % 50 == 49:
-            return "Traceback (most recent call last):\n  File \"/srv/app.py\", line 3", 500
+            return 'Traceback (most recent call last):\n  File "/srv/app.py", line 3', 500
         if request.get_json(silent=True) is None:
             abort(400)
         return {"ok": True}
@@ -85,28 +85,37 @@ def flaky_app() -> Flask:
 
 
 def test_soak_reports_server_errors_and_accepted_bad_input():
-    mix = [Call("good", "POST", "/predict", True, {"json": {"x": 1}}),
-           Call("should be refused", "POST", "/predict", False, {"json": {"x": -1}})]
+    mix = [
+        Call("good", "POST", "/predict", True, {"json": {"x": 1}}),
+        Call("should be refused", "POST", "/predict", False, {"json": {"x": -1}}),
+    ]
     with serve(flaky_app()) as server:
         report = soak(server.url, mix, clients=4, per_client=50, warmup=0, check=error_body_problem)
     with pytest.raises(AssertionError, match=r"500 Traceback \(most recent call last\)"):
         assert_clean(report, expected=200)
     assert report.requests == 200 and len(report.server_errors) == 4  # one in 50
-    assert report.accepted_bad and all(entry.startswith("should be refused: accepted with 200")
-                                       for entry in report.accepted_bad)
+    assert report.accepted_bad and all(
+        entry.startswith("should be refused: accepted with 200") for entry in report.accepted_bad
+    )
     assert not report.failed_good  # the good request never failed: its 500s are server errors
-    assert any("500 answered with 'text/html; charset=utf-8', not JSON" in problem for problem in report.answer_problems)
+    assert any(
+        "500 answered with 'text/html; charset=utf-8', not JSON" in problem for problem in report.answer_problems
+    )
 
 
-@pytest.mark.parametrize(("anomaly", "message"), [
-    ({"requests": 9}, "9 of 10 requests sent"),
-    ({"client_errors": ["good: ConnectionError: reset"]}, "ConnectionError: reset"),
-    ({"server_errors": ["good: 500 boom"]}, "500 boom"),
-    ({"failed_good": ["good: 404 gone"]}, "404 gone"),
-    ({"accepted_bad": ["bad: accepted with 200"]}, "accepted with 200"),
-    ({"answer_problems": ["good: differs from the same request sent alone"]}, "differs from the same request"),
-    ({"rss_end_mb": 1000.0}, r"RSS 100 → 1000 MB \(\+900.0 MB\)"),
-], ids=["count", "client error", "server error", "failed good", "accepted bad", "answer problem", "memory growth"])
+@pytest.mark.parametrize(
+    ("anomaly", "message"),
+    [
+        ({"requests": 9}, "9 of 10 requests sent"),
+        ({"client_errors": ["good: ConnectionError: reset"]}, "ConnectionError: reset"),
+        ({"server_errors": ["good: 500 boom"]}, "500 boom"),
+        ({"failed_good": ["good: 404 gone"]}, "404 gone"),
+        ({"accepted_bad": ["bad: accepted with 200"]}, "accepted with 200"),
+        ({"answer_problems": ["good: differs from the same request sent alone"]}, "differs from the same request"),
+        ({"rss_end_mb": 1000.0}, r"RSS 100 → 1000 MB \(\+900.0 MB\)"),
+    ],
+    ids=["count", "client error", "server error", "failed good", "accepted bad", "answer problem", "memory growth"],
+)
 def test_assert_clean_fails_for_each_kind_of_anomaly_alone(anomaly, message):
     clean = {"requests": 10, "rss_start_mb": 100.0, "rss_end_mb": 101.0}
     assert_clean(SoakReport(**clean), expected=10)
@@ -134,13 +143,21 @@ def test_the_soak_check_catches_answers_mixed_up_between_clients():
     mix = [Call(f"x={x}", "POST", "/predict", True, {"json": {"x": x}}) for x in (1, 2, 3)]
     with serve(mixing_app()) as server:
         reference = reference_answers(server.url, mix)
-        report = soak(server.url, mix, clients=4, per_client=50, warmup=0,
-                      check=same_answers_under_load(reference, volatile=["took_ms"]))
+        report = soak(
+            server.url,
+            mix,
+            clients=4,
+            per_client=50,
+            warmup=0,
+            check=same_answers_under_load(reference, volatile=["took_ms"]),
+        )
     assert {name: answer["x"] for name, answer in reference.items()} == {"x=1": 1, "x=2": 2, "x=3": 3}
     assert report.answer_problems and not report.server_errors and not report.failed_good
     problems = [entry.split(": ", 1)[1] for entry in report.answer_problems]
-    assert all(problem.startswith("differs from the same request sent alone: ") and "answer.x: " in problem
-               for problem in problems), problems
+    assert all(
+        problem.startswith("differs from the same request sent alone: ") and "answer.x: " in problem
+        for problem in problems
+    ), problems
     with pytest.raises(AssertionError, match="differs from the same request sent alone"):
         assert_clean(report, expected=200)
 
@@ -227,12 +244,21 @@ def test_start_stop_cycles_catch_a_listening_socket_left_open():
             sock.close()
 
 
-CLEAN_CYCLES = {"threads_before": 5, "threads_after": 5, "fds_before": 20, "fds_after": 20,
-                "ports_still_listening": 0, "in_flight_requests": 2}
+CLEAN_CYCLES = {
+    "threads_before": 5,
+    "threads_after": 5,
+    "fds_before": 20,
+    "fds_after": 20,
+    "ports_still_listening": 0,
+    "in_flight_requests": 2,
+}
 
 
-@pytest.mark.parametrize("leak", [{"threads_after": 6}, {"fds_after": 21}, {"ports_still_listening": 1},
-                                  {"in_flight_requests": 1}], ids=lambda leak: next(iter(leak)))
+@pytest.mark.parametrize(
+    "leak",
+    [{"threads_after": 6}, {"fds_after": 21}, {"ports_still_listening": 1}, {"in_flight_requests": 1}],
+    ids=lambda leak: next(iter(leak)),
+)
 def test_assert_lifecycle_clean_fails_for_each_kind_of_leak_alone(leak):
     assert_lifecycle_clean(CLEAN_CYCLES, cycles=4)
     with pytest.raises(AssertionError, match=f"'{next(iter(leak))}': {next(iter(leak.values()))}"):

@@ -188,7 +188,9 @@ BAD_INPUTS = {
     "file over 10 MiB": ("/predict", file_field(b"\xff\xd8" + b"\x00" * MAX_IMAGE_BYTES), 413),
     "body over the limit": ("/predict", file_field(b"\x00" * (MAX_BODY_BYTES + 1)), 413),
     "chunked body over the limit": (
-        "/predict", {"data": chunked(b"\x00" * (MAX_BODY_BYTES + 1)), "headers": {"Content-Type": "image/png"}}, 413
+        "/predict",
+        {"data": chunked(b"\x00" * (MAX_BODY_BYTES + 1)), "headers": {"Content-Type": "image/png"}},
+        413,
     ),
     "wrong field name": ("/predict", {"files": {"image": ("x.png", SAMPLES["digit_0.png"], "image/png")}}, 422),
     "no body": ("/predict", {}, 422),
@@ -221,7 +223,9 @@ BAD_INPUTS = {
     "base64 of a zero-pixel png": ("/predict/base64", b64(encode_base64(png_header_claiming(0, 0))), 415),
     "image key missing": ("/predict/base64", {"json": {"img": "aGVsbG8="}}, 422),
     "NaN in the body": (
-        "/predict/base64", {"data": '{"image": NaN}', "headers": {"Content-Type": "application/json"}}, 422
+        "/predict/base64",
+        {"data": '{"image": NaN}', "headers": {"Content-Type": "application/json"}},
+        422,
     ),
     "not json": ("/predict/base64", {"data": "image=abc", "headers": {"Content-Type": "application/json"}}, 422),
     "json array": ("/predict/base64", {"json": ["aGVsbG8="]}, 422),
@@ -281,7 +285,10 @@ def test_serve_without_the_imagenet_weights_exits_with_advice_instead_of_downloa
     env.pop(MODEL_ENV, None)
     result = subprocess.run(
         [sys.executable, "-m", "course_lib", "serve", "image-api", "--model", "imagenet", "--port", "0"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "error: the ImageNet ResNet-50 weights are unavailable (they are not cached)" in result.stderr

@@ -54,8 +54,10 @@ def network_answers(net, rows) -> list[dict]:
     with torch.inference_mode():
         probs = torch.softmax(net(torch.tensor(np.asarray(rows), dtype=torch.float32)), dim=1)
     best = probs.argmax(dim=1).tolist()
-    return [{"prediction": b, "class_name": IRIS_CLASSES[b], "confidence": pytest.approx(float(p[b]), rel=1e-5)}
-            for p, b in zip(probs, best)]
+    return [
+        {"prediction": b, "class_name": IRIS_CLASSES[b], "confidence": pytest.approx(float(p[b]), rel=1e-5)}
+        for p, b in zip(probs, best, strict=True)
+    ]
 
 
 def test_health(server):
@@ -84,8 +86,9 @@ def test_trained_network_separates_the_three_classes(server):
 def test_answers_match_the_network_in_process(server, net):
     rows = iris_rows(25, seed=4)
     with requests.Session() as session:
-        answers = [session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
-                   for row in rows]
+        answers = [
+            session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json() for row in rows
+        ]
     assert answers == network_answers(net, rows)
     assert len({answer["prediction"] for answer in answers}) == 3  # the rows cover every class
 
@@ -179,8 +182,9 @@ def test_error_points_at_the_bad_element(server):
 
 
 def test_text_plain_body_is_refused(server):
-    response = requests.post(server.url + "/predict", data=json.dumps({"features": GOOD}),
-                             headers={"Content-Type": "text/plain"}, timeout=10)
+    response = requests.post(
+        server.url + "/predict", data=json.dumps({"features": GOOD}), headers={"Content-Type": "text/plain"}, timeout=10
+    )
     assert response.status_code == 422 and response.json()["detail"][0]["type"] == "model_attributes_type"
 
 
@@ -245,10 +249,12 @@ def test_nan_in_a_batch_row_is_a_422_with_its_position(server):
 
 @pytest.mark.parametrize(
     "method, path, status, detail, allow",
-    [("GET", "/nowhere", 404, "Not Found", None),
-     ("GET", "/predict", 405, "Method Not Allowed", "POST"),
-     ("DELETE", "/health", 405, "Method Not Allowed", "GET"),
-     ("PUT", "/predict/batch", 405, "Method Not Allowed", "POST")],
+    [
+        ("GET", "/nowhere", 404, "Not Found", None),
+        ("GET", "/predict", 405, "Method Not Allowed", "POST"),
+        ("DELETE", "/health", 405, "Method Not Allowed", "GET"),
+        ("PUT", "/predict/batch", 405, "Method Not Allowed", "POST"),
+    ],
 )
 def test_unknown_paths_and_methods_are_json(server, method, path, status, detail, allow):
     response = requests.request(method, server.url + path, timeout=10)
@@ -315,10 +321,17 @@ def test_a_scikit_learn_model_can_be_served_too():
     probs = forest.predict_proba(rows.astype(np.float64))
     with serve(create_app(forest)) as srv:
         assert requests.get(srv.url + "/health", timeout=10).json()["model"] == "RandomForestClassifier"
-        answers = [requests.post(srv.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
-                   for row in rows]
-    assert answers == [{"prediction": int(p.argmax()), "class_name": IRIS_CLASSES[int(p.argmax())],
-                        "confidence": pytest.approx(float(p.max()))} for p in probs]
+        answers = [
+            requests.post(srv.url + "/predict", json={"features": row.tolist()}, timeout=10).json() for row in rows
+        ]
+    assert answers == [
+        {
+            "prediction": int(p.argmax()),
+            "class_name": IRIS_CLASSES[int(p.argmax())],
+            "confidence": pytest.approx(float(p.max())),
+        }
+        for p in probs
+    ]
 
 
 def test_torch_classifier_gives_the_networks_softmax(net):
@@ -345,8 +358,9 @@ def test_every_pitfall_style_answers_correctly(net, style):
     rows = iris_rows(6, seed=1)
     with serve(create_pitfall_app(style, net, work_s=0.0)) as srv:
         assert requests.get(srv.url + "/health", timeout=10).json() == {"status": "healthy", "style": style}
-        answers = [requests.post(srv.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
-                   for row in rows]
+        answers = [
+            requests.post(srv.url + "/predict", json={"features": row.tolist()}, timeout=10).json() for row in rows
+        ]
         short = requests.post(srv.url + "/predict", json={"features": [1, 2]}, timeout=10)
     assert answers == network_answers(net, rows)
     assert short.status_code == 422 and short.json()["detail"][0]["type"] == "too_short"

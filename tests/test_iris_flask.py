@@ -68,7 +68,7 @@ def test_answers_match_the_model_in_process(server, model):
     rows = iris_rows(30, seed=3)
     expected = model.predict_proba(rows.astype(np.float64))
     with requests.Session() as session:
-        for row, probs in zip(rows, expected):
+        for row, probs in zip(rows, expected, strict=True):
             body = session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
             assert body["class_id"] == int(np.argmax(probs))
             assert body["prediction"] == IRIS_CLASSES[body["class_id"]]
@@ -79,13 +79,17 @@ def model_answer(model, row) -> dict:
     """The answer /predict must give for one row, computed here from the model itself."""
     probs = model.predict_proba(np.asarray([row], dtype=np.float64))[0]
     best = int(np.argmax(probs))
-    return {"prediction": IRIS_CLASSES[best], "class_id": best,
-            "probabilities": {name: pytest.approx(float(p)) for name, p in zip(IRIS_CLASSES, probs)}}
+    return {
+        "prediction": IRIS_CLASSES[best],
+        "class_id": best,
+        "probabilities": {name: pytest.approx(float(p)) for name, p in zip(IRIS_CLASSES, probs, strict=True)},
+    }
 
 
 def test_integers_and_a_charset_in_the_content_type_are_accepted(server, model):
-    response = post(server, data='{"features": [6, 3, 5, 2]}',
-                    headers={"Content-Type": "application/json; charset=utf-8"})
+    response = post(
+        server, data='{"features": [6, 3, 5, 2]}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert response.status_code == 200
     assert response.json() == model_answer(model, [6.0, 3.0, 5.0, 2.0])
 
@@ -106,8 +110,12 @@ BAD_REQUESTS = {
     "truncated JSON": ({"data": b'{"features": [5.1, 3.5', "headers": JSON}, 400, "invalid_json", "not valid JSON"),
     "not UTF-8": ({"data": b'{"features": "\xff\xfe"}', "headers": JSON}, 400, "invalid_json", "UTF-8"),
     "form data": ({"data": {"features": "5.1"}}, 415, "unsupported_media_type", "application/json"),
-    "text/plain": ({"data": json.dumps(GOOD), "headers": {"Content-Type": "text/plain"}}, 415,
-                   "unsupported_media_type", "text/plain"),
+    "text/plain": (
+        {"data": json.dumps(GOOD), "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+        "text/plain",
+    ),
     "JSON array body": ({"json": [5.1, 3.5, 1.4, 0.2]}, 400, "invalid_body", "object"),
     "JSON string body": ({"json": "5.1,3.5,1.4,0.2"}, 400, "invalid_body", "object"),
     "JSON null body": ({"data": b"null", "headers": JSON}, 400, "invalid_body", "object"),
@@ -125,24 +133,47 @@ BAD_REQUESTS = {
     "a list feature": ({"json": {"features": [5.1, 3.5, 1.4, [0.2]]}}, 400, "invalid_features", "features[3]"),
     "a boolean feature": ({"json": {"features": [True, 3.5, 1.4, 0.2]}}, 400, "invalid_features", "boolean"),
     "NaN": ({"data": b'{"features": [NaN, 3.5, 1.4, 0.2]}', "headers": JSON}, 400, "invalid_json", "NaN"),
-    "Infinity": ({"data": b'{"features": [5.1, Infinity, 1.4, 0.2]}', "headers": JSON}, 400, "invalid_json",
-                 "Infinity"),
-    "-Infinity": ({"data": b'{"features": [5.1, 3.5, -Infinity, 0.2]}', "headers": JSON}, 400, "invalid_json",
-                  "Infinity"),
-    "1e999 overflows to infinity": ({"data": b'{"features": [1e999, 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
-                                    "invalid_features", "finite"),
-    "3.5e38 overflows float32": ({"json": {"features": [5.1, 3.5, 1.4, 3.5e38]}}, 400, "invalid_features",
-                                 "features[3]"),
+    "Infinity": (
+        {"data": b'{"features": [5.1, Infinity, 1.4, 0.2]}', "headers": JSON},
+        400,
+        "invalid_json",
+        "Infinity",
+    ),
+    "-Infinity": (
+        {"data": b'{"features": [5.1, 3.5, -Infinity, 0.2]}', "headers": JSON},
+        400,
+        "invalid_json",
+        "Infinity",
+    ),
+    "1e999 overflows to infinity": (
+        {"data": b'{"features": [1e999, 3.5, 1.4, 0.2]}', "headers": JSON},
+        400,
+        "invalid_features",
+        "finite",
+    ),
+    "3.5e38 overflows float32": (
+        {"json": {"features": [5.1, 3.5, 1.4, 3.5e38]}},
+        400,
+        "invalid_features",
+        "features[3]",
+    ),
     "-1e300": ({"json": {"features": [-1e300, 3.5, 1.4, 0.2]}}, 400, "invalid_features", "finite"),
-    "a 400-digit integer": ({"data": b'{"features": [1' + b"0" * 400 + b', 3.5, 1.4, 0.2]}', "headers": JSON}, 400,
-                            "invalid_features", "finite"),
-    "deeply nested JSON": ({"data": b"[" * 5000 + b"]" * 5000, "headers": JSON}, 400, "invalid_json",
-                           "not valid JSON"),
+    "a 400-digit integer": (
+        {"data": b'{"features": [1' + b"0" * 400 + b", 3.5, 1.4, 0.2]}", "headers": JSON},
+        400,
+        "invalid_features",
+        "finite",
+    ),
+    "deeply nested JSON": ({"data": b"[" * 5000 + b"]" * 5000, "headers": JSON}, 400, "invalid_json", "not valid JSON"),
     "body over the limit": ({"data": b" " * TOO_BIG, "headers": JSON}, 413, "body_too_large", "too large"),
     "10 MB body": ({"data": b"x" * 10_000_000, "headers": JSON}, 413, "body_too_large", "too large"),
     "a million features": ({"json": {"features": [1.0] * 1_000_000}}, 413, "body_too_large", "too large"),
-    "chunked body over the limit": ({"data": iter([b"[" + b"1," * 4000] * 20), "headers": JSON}, 413,
-                                    "body_too_large", "too large"),
+    "chunked body over the limit": (
+        {"data": iter([b"[" + b"1," * 4000] * 20), "headers": JSON},
+        413,
+        "body_too_large",
+        "too large",
+    ),
 }
 
 
@@ -199,8 +230,10 @@ def test_a_model_for_a_different_feature_count_gives_500_json_without_a_tracebac
     assert [r.status_code for r in failures] == [500, 500, 500]
     for response in failures:
         assert response.headers["Content-Type"] == "application/json"
-        assert response.json() == {"error": "internal server error; the failure was logged on the server",
-                                   "code": "internal_error"}
+        assert response.json() == {
+            "error": "internal server error; the failure was logged on the server",
+            "code": "internal_error",
+        }
         assert "Traceback" not in response.text and "features" not in response.text
     assert health.json()["status"] == "healthy"
     logged = [r for r in caplog.records if r.name == "course_lib.apps.iris_flask"]
@@ -282,10 +315,16 @@ def test_any_json_body_gets_200_or_a_4xx_json_error_never_500(server):
     from hypothesis import strategies as st
 
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6)
-                          | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20)
-    bodies = values | st.fixed_dictionaries({"features": values}) | st.fixed_dictionaries(
-        {"features": st.lists(scalars | st.floats(), min_size=3, max_size=5)})
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+    bodies = (
+        values
+        | st.fixed_dictionaries({"features": values})
+        | st.fixed_dictionaries({"features": st.lists(scalars | st.floats(), min_size=3, max_size=5)})
+    )
     session = requests.Session()
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

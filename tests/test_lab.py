@@ -19,8 +19,16 @@ TOKEN = secrets.token_hex(16)
 def lab(tmp_path_factory):
     """JupyterLab started exactly as `make lab` does, headless on a free port, with an empty workspace."""
     workspaces = tmp_path_factory.mktemp("workspaces")  # not the tabs a person left open in ~/.jupyter
-    command = ["python", "-m", "course_lib", "lab", "--no-browser", "--ServerApp.port={port}",
-               f"--IdentityProvider.token={TOKEN}", f"--LabApp.workspaces_dir={workspaces}"]
+    command = [
+        "python",
+        "-m",
+        "course_lib",
+        "lab",
+        "--no-browser",
+        "--ServerApp.port={port}",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--LabApp.workspaces_dir={workspaces}",
+    ]
     with serve_script(command, cwd=ROOT, ready_path="/api/status", timeout=90) as server:
         yield server
 

@@ -71,13 +71,13 @@ def test_a_dependency_added_to_pyproject_only_is_reported(tmp_path):
 def test_a_dependency_left_in_the_lock_only_is_reported(tmp_path):
     pyproject = PYPROJECT.replace(', "numpy>=1.26"', "")
     assert lock_mismatches(*_write(tmp_path, pyproject=pyproject)) == [
-        "numpy: locked for course-lib, not in pyproject.toml"]
+        "numpy: locked for course-lib, not in pyproject.toml"
+    ]
 
 
 def test_a_pin_outside_the_range_pyproject_asks_is_reported(tmp_path):
     pyproject = PYPROJECT.replace('"numpy>=1.26"', '"numpy>=2.5"')
-    assert lock_mismatches(*_write(tmp_path, pyproject=pyproject)) == [
-        "numpy: locked 2.4.6, pyproject.toml asks >=2.5"]
+    assert lock_mismatches(*_write(tmp_path, pyproject=pyproject)) == ["numpy: locked 2.4.6, pyproject.toml asks >=2.5"]
 
 
 def test_installed_differences_name_wrong_and_missing_packages_only(tmp_path):
@@ -100,11 +100,16 @@ def test_installed_differences_name_wrong_and_missing_packages_only(tmp_path):
     ]
 
 
-@pytest.mark.parametrize(("differences", "expected"), [
-    ([], "as in requirements-lock.txt"),
-    (["numpy: installed 2.5.5, locked 2.4.6"],
-     f"1 differ from requirements-lock.txt — fix: {FIX_COMMAND}\n  numpy: installed 2.5.5, locked 2.4.6"),
-])
+@pytest.mark.parametrize(
+    ("differences", "expected"),
+    [
+        ([], "as in requirements-lock.txt"),
+        (
+            ["numpy: installed 2.5.5, locked 2.4.6"],
+            f"1 differ from requirements-lock.txt — fix: {FIX_COMMAND}\n  numpy: installed 2.5.5, locked 2.4.6",
+        ),
+    ],
+)
 def test_doctor_line_says_what_differs_and_how_to_fix_it(differences, expected):
     assert locked_versions_line(differences) == expected
 

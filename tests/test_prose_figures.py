@@ -16,7 +16,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from source_figures import SOURCE_FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +65,8 @@ def compared_outputs(notebook: nbformat.NotebookNode) -> str:
     return "\n".join(
         _output_text(output)
         for cell in notebook.cells
-        if cell.cell_type == "code" and not cell.source.lstrip().startswith(IGNORE_MARKER)
+        if cell.cell_type == "code"
+        and not cell.source.lstrip().startswith(IGNORE_MARKER)
         and "nbval-ignore-output" not in cell.metadata.get("tags", [])
         for output in cell.get("outputs", [])
     )
@@ -125,8 +125,10 @@ def _notebook(markdown: str, code: str = "print('x')", output: str = "", ignored
     ("markdown", "expected"),
     [
         ("p99 は 207 ms、約 36× です", [("207 ms", "207", "time"), ("36×", "36", "ratio")]),
-        ("1,234.50 KB と 12 ％、3 倍", [("1,234.50 KB", "1234.5", "size"), ("12 ％", "12", "percent"),
-                                      ("3 倍", "3", "ratio")]),
+        (
+            "1,234.50 KB と 12 ％、3 倍",
+            [("1,234.50 KB", "1234.5", "size"), ("12 ％", "12", "percent"), ("3 倍", "3", "ratio")],
+        ),
         ("画像は 224×224、8 × 1,000 リクエスト、ResNet-50、Python 3.11", []),
         ("83 req/s と 11 µs", [("83 req/s", "83", "rate"), ("11 µs", "11", "time")]),
     ],
@@ -146,7 +148,9 @@ def test_a_figure_from_a_timing_cell_is_not_backed():
 
 def test_a_typed_figure_that_the_run_does_not_print_is_not_backed():
     assert unbacked(_notebook("p99 は 207 ms で 36× 遅い", output="p99: 199.5 ms, 35.1×"), "x") == [
-        "cell 0: '207 ms'", "cell 0: '36×'"]
+        "cell 0: '207 ms'",
+        "cell 0: '36×'",
+    ]
 
 
 def test_a_single_digit_needs_its_unit_in_the_output():

@@ -34,8 +34,16 @@ UNSAFE_LOADERS = {
     f"{module}.{name}"
     for module in ("pickle", "_pickle", "cloudpickle", "dill")
     for name in ("load", "loads", "Unpickler")
-} | {"joblib.load", "pandas.read_pickle", "shelve.open", "shelve.DbfilenameShelf", "marshal.load", "marshal.loads",
-     "yaml.unsafe_load", "yaml.unsafe_load_all"}
+} | {
+    "joblib.load",
+    "pandas.read_pickle",
+    "shelve.open",
+    "shelve.DbfilenameShelf",
+    "marshal.load",
+    "marshal.loads",
+    "yaml.unsafe_load",
+    "yaml.unsafe_load_all",
+}
 UNSAFE_MODULES = {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve"}
 SAFE_YAML_LOADERS = {"yaml.SafeLoader", "yaml.CSafeLoader", "yaml.BaseLoader", "yaml.CBaseLoader"}
 
@@ -133,11 +141,13 @@ CONDITIONAL_LOADERS: dict[str, Callable[[ast.Call, dict[str, str]], str | None]]
 
 def _with_context(tree: ast.Module) -> Iterator[tuple[ast.AST, ast.AST | None, ast.AST | None]]:
     """(node, its parent, the nearest enclosing function) for every node of the module."""
+
     def walk(node: ast.AST, function: ast.AST | None) -> Iterator[tuple[ast.AST, ast.AST | None, ast.AST | None]]:
         inner = node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
         for child in ast.iter_child_nodes(node):
             yield child, node, inner
             yield from walk(child, inner)
+
     yield from walk(tree, None)
 
 
@@ -181,8 +191,10 @@ def unsafe_load_findings(source: str, filename: str = "<source>") -> list[str]:
     for node, parent, function in _with_context(tree):
         problem = _load_problem(node, parent, aliases)
         if problem and not (function is not None and says_input_must_be_trusted(ast.get_docstring(function))):
-            findings.append(f"{filename}:{node.lineno}: {problem}; the enclosing function's docstring must say "
-                            "its input must be trusted (e.g. 'only for files you trust')")
+            findings.append(
+                f"{filename}:{node.lineno}: {problem}; the enclosing function's docstring must say "
+                "its input must be trusted (e.g. 'only for files you trust')"
+            )
     return findings
 
 
@@ -223,13 +235,16 @@ def module(imports: str, body: str, doc: str | None = None) -> str:
 BAD = {
     "pickle.load, no docstring": module("import pickle", "return pickle.load(x)  # <-"),
     "pickle.loads": module("import pickle", "return pickle.loads(x)  # <-", "Load a model."),
-    "docstring says untrusted": module("import pickle", "return pickle.load(x)  # <-",
-                                       "Load a model, even from untrusted files."),
+    "docstring says untrusted": module(
+        "import pickle", "return pickle.load(x)  # <-", "Load a model, even from untrusted files."
+    ),
     "docstring says trust, not trusted-only": module("import pickle", "return pickle.load(x)  # <-", "Trust me."),
-    "docstring says not only trusted": module("import pickle", "return pickle.load(x)  # <-",
-                                              "Works not only for trusted files."),
-    "docstring says untrusted files only": module("import pickle", "return pickle.load(x)  # <-",
-                                                  "For untrusted files only."),
+    "docstring says not only trusted": module(
+        "import pickle", "return pickle.load(x)  # <-", "Works not only for trusted files."
+    ),
+    "docstring says untrusted files only": module(
+        "import pickle", "return pickle.load(x)  # <-", "For untrusted files only."
+    ),
     "from pickle import load": module("from pickle import load", "return load(x)  # <-", "Load a model."),
     "from pickle import loads as decode": module("from pickle import loads as decode", "return decode(x)  # <-"),
     "import pickle as p": module("import pickle as p", "return p.load(x)  # <-"),
@@ -239,10 +254,12 @@ BAD = {
     "pickle.Unpickler": module("import pickle", "return pickle.Unpickler(x).load()  # <-"),
     "Unpickler subclass": "import pickle\nclass Loose(pickle.Unpickler):  # <-\n    pass\n",
     "module-level call": '"""Only trusted files are loaded here."""\nimport pickle\n'
-                         'MODEL = pickle.load(open("m.pkl", "rb"))  # <-\n',
-    "outer function trusts, inner does not": ('import pickle\ndef outer(x):\n    """Only for files you trust."""\n'
-                                              "    def inner():\n        return pickle.load(x)  # <-\n"
-                                              "    return inner\n"),
+    'MODEL = pickle.load(open("m.pkl", "rb"))  # <-\n',
+    "outer function trusts, inner does not": (
+        'import pickle\ndef outer(x):\n    """Only for files you trust."""\n'
+        "    def inner():\n        return pickle.load(x)  # <-\n"
+        "    return inner\n"
+    ),
     "joblib.load": module("import joblib", "return joblib.load(x)  # <-"),
     "from joblib import load": module("from joblib import load", "return load(x)  # <-"),
     "cloudpickle.loads": module("import cloudpickle", "return cloudpickle.loads(x)  # <-"),
@@ -260,29 +277,33 @@ BAD = {
     "yaml.load without Loader": module("import yaml", "return yaml.load(x)  # <-"),
     "yaml.load Loader=yaml.Loader": module("import yaml", "return yaml.load(x, Loader=yaml.Loader)  # <-"),
     "yaml.load positional UnsafeLoader": module("import yaml", "return yaml.load(x, yaml.UnsafeLoader)  # <-"),
-    "from yaml import load, FullLoader": module("from yaml import load, FullLoader",
-                                                "return load(x, FullLoader)  # <-"),
+    "from yaml import load, FullLoader": module(
+        "from yaml import load, FullLoader", "return load(x, FullLoader)  # <-"
+    ),
     "yaml.unsafe_load": module("import yaml", "return yaml.unsafe_load(x)  # <-"),
     "star import from pickle": module("from pickle import *  # <-", "return load(x)"),
-    "importlib.import_module('pickle')": module("import importlib",
-                                                "return importlib.import_module('pickle').loads(x)  # <-"),
+    "importlib.import_module('pickle')": module(
+        "import importlib", "return importlib.import_module('pickle').loads(x)  # <-"
+    ),
     "__import__('pickle')": module("", "return __import__('pickle').loads(x)  # <-"),
 }
 
 # The same loads written safely, or documented as trusted-only: none may be flagged.
 GOOD = {
-    "only for files you trust": module("import pickle", "return pickle.load(x)",
-                                       "Load a model; only for files you trust (unpickling runs code)."),
+    "only for files you trust": module(
+        "import pickle", "return pickle.load(x)", "Load a model; only for files you trust (unpickling runs code)."
+    ),
     "only trusted files": module("from pickle import load", "return load(x)", "Unpickle. Pass only trusted files."),
     "trusted files only": module("import joblib", "return joblib.load(x)", "Load with joblib: trusted files only."),
-    "never load untrusted": module("import pickle as p", "return p.loads(x)",
-                                   "Never load untrusted bytes with this."),
-    "loader passed on inside a trusting function": module("import pickle", "return list(map(pickle.loads, x))",
-                                                          "Unpickle blobs we made; only for data we trust."),
+    "never load untrusted": module("import pickle as p", "return p.loads(x)", "Never load untrusted bytes with this."),
+    "loader passed on inside a trusting function": module(
+        "import pickle", "return list(map(pickle.loads, x))", "Unpickle blobs we made; only for data we trust."
+    ),
     "saving is not loading": module("import pickle, joblib", "return joblib.dump(x, 'm.joblib'), pickle.dumps(x)"),
     "an error class is not a loader": module("import pickle", "return pickle.UnpicklingError(x)"),
-    "torch.load weights_only=True": module("import torch",
-                                           "return torch.load(x, map_location='cpu', weights_only=True)"),
+    "torch.load weights_only=True": module(
+        "import torch", "return torch.load(x, map_location='cpu', weights_only=True)"
+    ),
     "from torch import load, weights_only=True": module("from torch import load", "return load(x, weights_only=True)"),
     "numpy.load without pickles": module("import numpy as np", "return np.load(x), np.load(x, allow_pickle=False)"),
     "yaml.safe_load": module("import yaml", "return yaml.safe_load(x)"),
@@ -308,20 +329,40 @@ def test_the_scan_accepts_safe_or_documented_loads(name):
     assert unsafe_load_findings(GOOD[name]) == []
 
 
-@pytest.mark.parametrize("docstring", [
-    "Only for files you trust.", "Load only trusted models.", "Use it only on input from a source you trust.",
-    "Trusted files only.", "For trusted input only: unpickling runs code.", "Never load untrusted files with this.",
-    "Load a pickle.\n\nOnly   for files\n   we trust.",
-])
+@pytest.mark.parametrize(
+    "docstring",
+    [
+        "Only for files you trust.",
+        "Load only trusted models.",
+        "Use it only on input from a source you trust.",
+        "Trusted files only.",
+        "For trusted input only: unpickling runs code.",
+        "Never load untrusted files with this.",
+        "Load a pickle.\n\nOnly   for files\n   we trust.",
+    ],
+)
 def test_affirmative_trust_statements(docstring):
     assert says_input_must_be_trusted(docstring)
 
 
-@pytest.mark.parametrize("docstring", [
-    None, "", "Load a model.", "Handles untrusted input.", "Safe for untrusted files.", "Trust me.",
-    "Do you trust the file?", "Not only trusted files.", "Untrusted files only.", "Only untrusted files.",
-    "It never fails on untrusted input.", "Trusted or not, it loads.", "Use it only with files that are not trusted.",
-])
+@pytest.mark.parametrize(
+    "docstring",
+    [
+        None,
+        "",
+        "Load a model.",
+        "Handles untrusted input.",
+        "Safe for untrusted files.",
+        "Trust me.",
+        "Do you trust the file?",
+        "Not only trusted files.",
+        "Untrusted files only.",
+        "Only untrusted files.",
+        "It never fails on untrusted input.",
+        "Trusted or not, it loads.",
+        "Use it only with files that are not trusted.",
+    ],
+)
 def test_statements_that_do_not_restrict_input_to_trusted_files(docstring):
     assert not says_input_must_be_trusted(docstring)
 
@@ -330,7 +371,10 @@ def test_the_debugger_scan_catches_what_it_looks_for():
     bad = 'def run(app):\n    app.run(debug=True, host="0.0.0.0", use_reloader=True)\n'
     good = 'def run(app):\n    app.run(debug=False, host="127.0.0.1")\n'
     assert sorted(finding.split(": ", 1)[1] for finding in debugger_findings(bad)) == [
-        "debug=True", "the address 0.0.0.0 in code", "use_reloader=True"]
+        "debug=True",
+        "the address 0.0.0.0 in code",
+        "use_reloader=True",
+    ]
     assert debugger_findings(good) == []
 
 

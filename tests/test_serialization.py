@@ -20,9 +20,9 @@ from course_lib.models import SimpleNN
 from course_lib.serialization import (
     FORMATS,
     PrintOnLoad,
+    compare_formats,
     export_onnx,
     export_sklearn_onnx,
-    compare_formats,
     get_format,
     library_versions,
     measure_format,

@@ -433,8 +433,9 @@ def _port_is_free_soon(port: int, timeout: float = 10.0) -> bool:
 
 
 def test_a_dropped_script_handle_still_stops_its_server_when_python_exits(tmp_path):
-    result = subprocess.run([sys.executable, "-c", DROPPED_HANDLE, "exit"], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", DROPPED_HANDLE, "exit"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     port, pid = map(int, result.stdout.split())
     assert_gone(pid)
@@ -444,8 +445,9 @@ def test_a_dropped_script_handle_still_stops_its_server_when_python_exits(tmp_pa
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_a_script_server_dies_with_its_parent_when_the_parent_is_killed(tmp_path):
     """A Jupyter "Restart kernel" SIGKILLs the kernel: atexit never runs, the child must still end."""
-    parent = subprocess.Popen([sys.executable, "-c", DROPPED_HANDLE, "wait"], stdout=subprocess.PIPE, text=True,
-                              cwd=tmp_path)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", DROPPED_HANDLE, "wait"], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     try:
         port, pid = map(int, parent.stdout.readline().split())
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200

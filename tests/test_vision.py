@@ -171,8 +171,21 @@ def test_base64_with_and_without_data_url_prefix_and_line_breaks():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "abc$", "iVBORw0KGgoA=", "aGVsbG8==", "aGVsbG8=x", "aGVsbG8", "aGVs bG8=", "a-_b",
-     "data:text/plain;base64,aGVsbG8=", "data:image/png,aGVsbG8=", "data:image/png;base64,", "ü"],
+    [
+        "",
+        "   ",
+        "abc$",
+        "iVBORw0KGgoA=",
+        "aGVsbG8==",
+        "aGVsbG8=x",
+        "aGVsbG8",
+        "aGVs bG8=",
+        "a-_b",
+        "data:text/plain;base64,aGVsbG8=",
+        "data:image/png,aGVsbG8=",
+        "data:image/png;base64,",
+        "ü",
+    ],
 )
 def test_bad_base64_is_refused(text):
     with pytest.raises(ImageError, match="Base64|data URL") as info:
@@ -274,7 +287,10 @@ def download_command(torch_home, *args: str) -> subprocess.CompletedProcess[str]
     env.pop(MODEL_ENV, None)
     return subprocess.run(
         [sys.executable, "-m", "course_lib", "download-weights", *args],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

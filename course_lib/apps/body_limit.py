@@ -15,8 +15,13 @@ class BodySizeLimit:
     An oversized body is read and discarded up to DRAIN_LIMIT first, so a client still sending it reads the 413.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, key: str = "detail",
-                 message: str = "request body too large (limit: {limit} bytes)") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        key: str = "detail",
+        message: str = "request body too large (limit: {limit} bytes)",
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.key = key

@@ -86,8 +86,9 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
         description=f"{classifier.description}; backend: {engine.name}",
         version="1.0",
     )
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, key="error",
-                       message="the request body is larger than {limit} bytes")
+    app.add_middleware(
+        BodySizeLimit, max_bytes=MAX_BODY_BYTES, key="error", message="the request body is larger than {limit} bytes"
+    )
 
     @app.exception_handler(ImageError)
     def image_error(request: Request, exc: ImageError) -> JSONResponse:

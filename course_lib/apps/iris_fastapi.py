@@ -29,7 +29,6 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from course_lib.apps.body_limit import BodySizeLimit
-from course_lib.apps.offline_docs import LocalOnlyDocs
 from course_lib.apps.iris_schemas import (
     BatchResponse,
     HealthResponse,
@@ -37,11 +36,22 @@ from course_lib.apps.iris_schemas import (
     IrisFeatures,
     PredictionResponse,
 )
+from course_lib.apps.offline_docs import LocalOnlyDocs
 from course_lib.data import IRIS_CLASSES
 from course_lib.models import SimpleNN, predict_iris
 
-__all__ = ["VERSION", "MAX_BODY_BYTES", "TorchIrisClassifier", "save_state_dict", "load_simple_nn",
-           "as_classifier", "predict_rows", "json_safe", "validation_error", "create_app"]
+__all__ = [
+    "VERSION",
+    "MAX_BODY_BYTES",
+    "TorchIrisClassifier",
+    "save_state_dict",
+    "load_simple_nn",
+    "as_classifier",
+    "predict_rows",
+    "json_safe",
+    "validation_error",
+    "create_app",
+]
 
 VERSION = "1.0.0"
 MAX_BODY_BYTES = 64 * 1024  # a full batch of 100 rows is about 3 KB
@@ -87,16 +97,22 @@ def as_classifier(model: Any = None) -> Any:
     if isinstance(model, torch.nn.Module):
         return TorchIrisClassifier(model)
     if not hasattr(model, "predict_proba"):
-        raise TypeError(f"the model must be an nn.Module, a state-dict path or have predict_proba (got {type(model).__name__})")
+        raise TypeError(
+            f"the model must be an nn.Module, a state-dict path or have predict_proba (got {type(model).__name__})"
+        )
     return model
 
 
-def predict_rows(classifier: Any, rows: Sequence[Sequence[float]], class_names: Sequence[str] = IRIS_CLASSES) -> list[PredictionResponse]:
+def predict_rows(
+    classifier: Any, rows: Sequence[Sequence[float]], class_names: Sequence[str] = IRIS_CLASSES
+) -> list[PredictionResponse]:
     """Run the classifier on rows and return one PredictionResponse per row."""
     predictions = predict_iris(classifier, rows)
     return [
         PredictionResponse(prediction=int(class_id), class_name=class_names[class_id], confidence=float(probs[best]))
-        for class_id, probs, best in zip(predictions.class_ids, predictions.probabilities, predictions.best)
+        for class_id, probs, best in zip(
+            predictions.class_ids, predictions.probabilities, predictions.best, strict=True
+        )
     ]
 
 
@@ -127,7 +143,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     class_names: Sequence[str] = IRIS_CLASSES,
 ) -> FastAPI:
-    """Build the iris API around SimpleNN (None: train it deterministically), a state-dict path, or any predict_proba model."""
+    """Build the iris API around SimpleNN (None: train it), a state-dict path or a predict_proba model."""
     classifier = as_classifier(model)
     model_name = type(getattr(classifier, "net", classifier)).__name__
 

@@ -26,7 +26,16 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from course_lib.data import IRIS_CLASSES
 from course_lib.models import predict_iris, train_iris_forest
 
-__all__ = ["VERSION", "MAX_CONTENT_LENGTH", "N_FEATURES", "InputError", "read_json_body", "parse_features", "predict_one", "create_app"]
+__all__ = [
+    "VERSION",
+    "MAX_CONTENT_LENGTH",
+    "N_FEATURES",
+    "InputError",
+    "read_json_body",
+    "parse_features",
+    "predict_one",
+    "create_app",
+]
 
 VERSION = "1.0.0"
 N_FEATURES = 4
@@ -54,7 +63,7 @@ def _reject_constant(name: str) -> float:
 
 
 def read_json_body() -> Any:
-    """Read the current request's body as JSON; InputError for an empty, non-JSON or malformed body, 413 if too large."""
+    """The request body as JSON; InputError for an empty, non-JSON or malformed body, 413 if too large."""
     # Werkzeug raises 413 here when Content-Length exceeds the limit; a chunked body (no Content-Length)
     # is cut at the limit instead, so a body that fills it is treated as too large too.
     data = request.get_data(cache=True)
@@ -99,9 +108,7 @@ def parse_features(payload: Any, n_features: int = N_FEATURES) -> list[float]:
     for i, value in enumerate(features):
         # bool is a subclass of int in Python, but true/false are not measurements
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(
-                f"features[{i}] must be a number, got {_json_type(value)}", "invalid_features"
-            )
+            raise InputError(f"features[{i}] must be a number, got {_json_type(value)}", "invalid_features")
         try:
             number = float(value)
         except OverflowError:
@@ -125,7 +132,9 @@ def predict_one(model: Any, features: Sequence[float], class_names: Sequence[str
     return {
         "prediction": class_names[class_id],
         "class_id": class_id,
-        "probabilities": {class_names[c]: float(p) for c, p in zip(predictions.classes, predictions.probabilities[0])},
+        "probabilities": {
+            class_names[c]: float(p) for c, p in zip(predictions.classes, predictions.probabilities[0], strict=True)
+        },
     }
 
 
@@ -153,7 +162,9 @@ def create_app(
     if model is None:
         model, _ = train_iris_forest()
     if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
-        raise TypeError(f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})")
+        raise TypeError(
+            f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})"
+        )
 
     app = Flask(__name__, static_folder=None)  # an API: no /static route (the package's static/ is another app's)
     app.config["MAX_CONTENT_LENGTH"] = max_content_length

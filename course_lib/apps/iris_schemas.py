@@ -11,8 +11,18 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["N_FEATURES", "MAX_BATCH", "MAX_CM", "Feature", "FeatureRow", "IrisFeatures", "IrisBatch",
-           "PredictionResponse", "BatchResponse", "HealthResponse"]
+__all__ = [
+    "N_FEATURES",
+    "MAX_BATCH",
+    "MAX_CM",
+    "Feature",
+    "FeatureRow",
+    "IrisFeatures",
+    "IrisBatch",
+    "PredictionResponse",
+    "BatchResponse",
+    "HealthResponse",
+]
 
 N_FEATURES = 4
 MAX_BATCH = 100

@@ -1,4 +1,4 @@
-"""Keep the API documentation pages local: a Content-Security-Policy that lets /docs and /redoc load only from this server.
+"""Keep the API docs local: a Content-Security-Policy that lets /docs and /redoc load only from this server.
 
 fastapi-offline serves Swagger UI and ReDoc from its wheel, but ReDoc's bundle still shows a sidebar logo from
 cdn.redoc.ly. With this policy the browser never sends that request (the logo hides itself on error), and any

@@ -30,7 +30,9 @@ def check_markers(source: str, where: str = "cell") -> None:
     for number, line in enumerate(source.splitlines(), start=1):
         if BEGIN in line:
             if opened_at is not None:
-                raise MarkerError(f"{where}, line {number}: nested {BEGIN} (the block opened at line {opened_at} is not closed)")
+                raise MarkerError(
+                    f"{where}, line {number}: nested {BEGIN} (the block opened at line {opened_at} is not closed)"
+                )
             opened_at = number
         elif END in line:
             if opened_at is None:
@@ -57,8 +59,10 @@ def strip_solutions(source: str, where: str = "cell") -> tuple[str, bool]:
 def generated_header(solution_name: str) -> nbformat.NotebookNode:
     """The first cell of every exercise notebook: where it comes from, and that edits belong in solutions/."""
     cell = new_markdown_cell(
-        f"> **自動生成ファイル**: このノートブックは `solutions/{solution_name}` から `make exercises` で生成されています。\n"
-        "> 演習の答えはここに書いてかまいませんが、教材そのものを直すときは `solutions/` を編集して生成し直してください。"
+        f"> **自動生成ファイル**: このノートブックは `solutions/{solution_name}` から"
+        " `make exercises` で生成されています。\n"
+        "> 演習の答えはここに書いてかまいませんが、"
+        "教材そのものを直すときは `solutions/` を編集して生成し直してください。"
     )
     cell.id = HEADER_ID
     return cell

@@ -34,7 +34,7 @@ def check_echo_app(create_app: Callable[[], Any]) -> None:
                 f"/echo の応答が JSON ではありません（Content-Type: {response.headers.get('Content-Type')}）"
             )
             assert response.json() == {"echo": body}, (
-                f"{body!r} を送ったときの応答が {response.json()!r} でした（{{\"echo\": <受け取った JSON>}} を期待）"
+                f'{body!r} を送ったときの応答が {response.json()!r} でした（{{"echo": <受け取った JSON>}} を期待）'
             )
 
 

@@ -94,7 +94,7 @@ def _check_report(report: Any, elapsed_s: float, delay_s: float) -> None:
     """rows, seconds and rows_per_s are there; seconds was measured around the work, within this call."""
     assert isinstance(report, dict), f"戻り値は dict にしてください（{type(report).__name__} でした）"
     for key in ("rows", "seconds", "rows_per_s"):
-        assert key in report, f"戻り値に \"{key}\" がありません: {report}"
+        assert key in report, f'戻り値に "{key}" がありません: {report}'
     assert report["rows"] == BATCH_ROWS, f"rows は {BATCH_ROWS} のはずですが {report['rows']} でした"
     seconds = report["seconds"]
     assert seconds <= elapsed_s, (
@@ -234,6 +234,6 @@ def check_choose_pattern(choose_pattern: Callable[[float | None, bool], str]) ->
         got = choose_pattern(within_ms, network)
         assert got == expected, (
             f"「{title}」（answer_within_ms={within_ms}, network={network}）は "
-            f"\"{expected}\" のはずですが \"{got}\" でした"
+            f'"{expected}" のはずですが "{got}" でした'
             "（ルールは上から順に当てはめ、「以上」「未満」の境目に注意）"
         )

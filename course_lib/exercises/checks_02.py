@@ -48,7 +48,7 @@ def _assert_json_error(response: requests.Response, statuses: set[int], what: st
     )
     body = _json(response)
     assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], (
-        f"{what} のエラー本文に、理由を書いた \"error\" がありません: {body}"
+        f'{what} のエラー本文に、理由を書いた "error" がありません: {body}'
     )
     return body
 
@@ -80,9 +80,9 @@ def check_model_info(create_app_with_model_info: Callable[[Any], Any]) -> None:
             "version": VERSION,
         }
         for key, value in expected.items():
-            assert key in info, f"/model-info に \"{key}\" がありません（5 つのキーすべてを返してください）: {info}"
+            assert key in info, f'/model-info に "{key}" がありません（5 つのキーすべてを返してください）: {info}'
             assert info[key] == value, (
-                f"n_estimators={model.n_estimators} のモデルで /model-info の \"{key}\" が {info[key]!r} でした"
+                f'n_estimators={model.n_estimators} のモデルで /model-info の "{key}" が {info[key]!r} でした'
                 f"（{value!r} を期待。値は決め打ちにせず、渡されたモデルと VERSION から読み取ってください）"
             )
 
@@ -90,10 +90,10 @@ def check_model_info(create_app_with_model_info: Callable[[Any], Any]) -> None:
 def _assert_same_predictions(predictions: Any, model: Any, rows: np.ndarray) -> None:
     """Each item has /predict's shape and the model's answer for its row, in the order of the rows."""
     assert isinstance(predictions, list) and len(predictions) == len(rows), (
-        f"\"predictions\" は入力と同じ {len(rows)} 件のリストにしてください: {str(predictions)[:200]}"
+        f'"predictions" は入力と同じ {len(rows)} 件のリストにしてください: {str(predictions)[:200]}'
     )
     classes = [int(c) for c in model.classes_]
-    for i, (item, probs) in enumerate(zip(predictions, model.predict_proba(rows.astype(np.float64)))):
+    for i, (item, probs) in enumerate(zip(predictions, model.predict_proba(rows.astype(np.float64)), strict=True)):
         class_id = classes[int(np.argmax(probs))]
         assert isinstance(item, dict) and set(item) >= {"prediction", "class_id", "probabilities"}, (
             f"predictions[{i}] は /predict と同じ形（prediction・class_id・probabilities）にしてください: {item!r}"
@@ -106,7 +106,7 @@ def _assert_same_predictions(predictions: Any, model: Any, rows: np.ndarray) -> 
         assert isinstance(probabilities, dict) and set(probabilities) == set(IRIS_CLASSES), (
             f"predictions[{i}] の probabilities は {IRIS_CLASSES} をキーにした辞書にしてください: {probabilities!r}"
         )
-        expected = {IRIS_CLASSES[c]: p for c, p in zip(classes, probs)}
+        expected = {IRIS_CLASSES[c]: p for c, p in zip(classes, probs, strict=True)}
         assert np.allclose([probabilities[n] for n in IRIS_CLASSES], [expected[n] for n in IRIS_CLASSES]), (
             f"predictions[{i}] の probabilities が違います: {probabilities}"
         )
@@ -145,7 +145,7 @@ def _check_bad_rows(session: requests.Session, url: str) -> None:
             f"{message!r}"
         )
         assert body.get("code") == "invalid_features", (
-            f"{what} の code は parse_features のエラーと同じ \"invalid_features\" にしてください: {body}"
+            f'{what} の code は parse_features のエラーと同じ "invalid_features" にしてください: {body}'
         )
 
 
@@ -162,11 +162,11 @@ def check_batch_predict(create_app_with_batch: Callable[..., Any]) -> None:
             f"（200 を期待。上限ちょうどは受け付けます。>= ではなく > で比べましたか？）: {good.text[:200]}"
         )
         body = _json(good)
-        assert isinstance(body, dict), f"応答は {{\"predictions\": [...]}} の形にしてください: {str(body)[:200]}"
+        assert isinstance(body, dict), f'応答は {{"predictions": [...]}} の形にしてください: {str(body)[:200]}'
         _assert_same_predictions(body.get("predictions"), model, rows)
         _check_row_limit(session, url, max_rows)
         cases = {
-            "\"instances\" がない本文": {"rows": rows[:2].tolist()},
+            '"instances" がない本文': {"rows": rows[:2].tolist()},
             "本文がオブジェクトでなく配列": rows[:2].tolist(),
             "空の instances": {"instances": []},
             "リストでない instances": {"instances": "5.1,3.5,1.4,0.2"},
@@ -208,11 +208,15 @@ def check_plausible_measurements(plausible_measurements: Callable[[Any], list[fl
                 f"{features} は範囲内（0 以上 30 以下。0 と 30 ちょうども含む）ですが "
                 f"{response.status_code} が返りました"
             )
-        out_of_range = (([30.01, 3.5, 1.4, 0.2], 0), ([5.1, -3.5, 1.4, 0.2], 1), ([5.1, 3.5, -0.01, 0.2], 2),
-                        ([5.1, 3.5, 1.4, 100], 3))
+        out_of_range = (
+            ([30.01, 3.5, 1.4, 0.2], 0),
+            ([5.1, -3.5, 1.4, 0.2], 1),
+            ([5.1, 3.5, -0.01, 0.2], 2),
+            ([5.1, 3.5, 1.4, 100], 3),
+        )
         for features, index in out_of_range:
             body = _assert_json_error(post(features), {400}, f"範囲外（0 以上 30 以下でない）の {features}")
-            assert body.get("code") == "out_of_range", f"範囲外のときは code を \"out_of_range\" にしてください: {body}"
+            assert body.get("code") == "out_of_range", f'範囲外のときは code を "out_of_range" にしてください: {body}'
             assert f"features[{index}]" in body["error"], (
                 f"{features} のエラーには範囲外の位置（features[{index}]）を書いてください: {body}"
             )

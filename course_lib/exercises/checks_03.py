@@ -138,9 +138,7 @@ def _value_error_at(schema: type[BaseModel], features: list[float], index: int) 
             f"エラーメッセージに位置 features[{index}] を書いてください（0 から数えます）: {errors[0]['msg']!r}"
         )
     else:
-        raise AssertionError(
-            f"{features[index]} cm（30 cm 超え、features[{index}]）が通ってしまいました: {features}"
-        )
+        raise AssertionError(f"{features[index]} cm（30 cm 超え、features[{index}]）が通ってしまいました: {features}")
 
 
 def _json_422(response: requests.Response, what: str) -> list[dict[str, Any]]:
@@ -209,15 +207,13 @@ def _check_predictions(predictions: Any, rows: np.ndarray, expected: np.ndarray)
     assert isinstance(predictions, list) and len(predictions) == len(rows), (
         f"predictions は {len(rows)} 件のリストにしてください: {str(predictions)[:200]}"
     )
-    for i, (item, probs) in enumerate(zip(predictions, expected)):
+    for i, (item, probs) in enumerate(zip(predictions, expected, strict=True)):
         PredictionResponse.model_validate(item)
         class_id = int(np.argmax(probs))
         assert item["prediction"] == class_id and item["class_name"] == IRIS_CLASSES[class_id], (
             f"{i} 件目の予測が違います（行と同じ順番で返していますか？）: {item}"
         )
-        assert abs(item["confidence"] - float(probs[class_id])) < 1e-5, (
-            f"{i} 件目の confidence が違います: {item}"
-        )
+        assert abs(item["confidence"] - float(probs[class_id])) < 1e-5, f"{i} 件目の confidence が違います: {item}"
 
 
 def check_limited_batch(create_batch_app: Callable[..., FastAPI]) -> None:

@@ -89,7 +89,7 @@ def check_onnx_parity(export_with_parity: Callable[[nn.Module, Path], dict[str, 
         report = export_with_parity(model, path)
         assert isinstance(report, dict), f"dict を返してください（{type(report).__name__} でした）"
         for key in ("max_abs_diff", "labels_equal"):
-            assert key in report, f"返り値に \"{key}\" がありません: {report}"
+            assert key in report, f'返り値に "{key}" がありません: {report}'
         assert path.exists(), f"{path.name} が作られていません（引数の path に保存してください）"
         worst, labels_equal = _file_parity(path, model)
     assert worst < 1e-4, (
@@ -146,7 +146,7 @@ def _check_saved_metadata(meta_file: Path) -> dict[str, Any]:
     """The metadata file holds the five fields the exercise asks for; return it."""
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     for key in ("versions", "feature_names", "class_names", "trained_at", "metrics"):
-        assert key in meta, f"メタデータに \"{key}\" がありません: {sorted(meta)}"
+        assert key in meta, f'メタデータに "{key}" がありません: {sorted(meta)}'
     assert "scikit-learn" in meta["versions"], "versions に scikit-learn のバージョンを入れてください"
     assert meta["feature_names"] == IRIS_FEATURES, "feature_names が IRIS_FEATURES と違います"
     assert meta["class_names"] == IRIS_CLASSES, "class_names が IRIS_CLASSES と違います"
@@ -173,13 +173,19 @@ def check_metadata_guard(
 
         _write_versions(meta_file, meta, **{"scikit-learn": "0.24.2"})
         message = _assert_refused(load_model_checked, path, (ValueError,), "scikit-learn のバージョンが違う")
-        for part, what in (("scikit-learn", "ライブラリ名"), ("0.24.2", "保存したときのバージョン"),
-                           (library_versions()["scikit-learn"], "今のバージョン")):
+        for part, what in (
+            ("scikit-learn", "ライブラリ名"),
+            ("0.24.2", "保存したときのバージョン"),
+            (library_versions()["scikit-learn"], "今のバージョン"),
+        ):
             assert part in message, f"エラーメッセージに{what} {part} を入れてください: {message}"
 
         _write_versions(meta_file, meta, numpy="1.0.0")
         _assert_refused(
-            load_model_checked, path, (ValueError,), "numpy のバージョンが違う",
+            load_model_checked,
+            path,
+            (ValueError,),
+            "numpy のバージョンが違う",
             "。scikit-learn だけでなく、versions にあるすべてのライブラリを確かめてください",
         )
 

@@ -80,6 +80,7 @@ def _pickle_load(path: Path) -> Predictor:
 
 def _joblib_save(compress: int) -> Callable[[Any, Path], None]:
     """A joblib.dump saver with this compression level (0 = none)."""
+
     def save(model: Any, path: Path) -> None:
         """Save with joblib.dump."""
         joblib.dump(model, path, compress=compress)
@@ -186,20 +187,69 @@ _ONNX_RUNTIMES = "Python・C/C++・C#・Java・JavaScript・モバイル"
 FORMATS: list[Format] = [
     Format("pickle", "sklearn", ".pkl", _pickle_save, _pickle_load, _PY_SKLEARN, _RUNS_CODE, "Python"),
     Format("joblib", "sklearn", ".joblib", _joblib_save(0), _joblib_load, _PY_SKLEARN, _RUNS_CODE, "Python"),
-    Format("joblib (compress=3)", "sklearn", ".joblib", _joblib_save(3), _joblib_load, _PY_SKLEARN, _RUNS_CODE,
-           "Python"),
-    Format("skops", "sklearn", ".skops", _skops_save, _skops_load, _PY_SKLEARN,
-           "trusted= に名指しした型だけなら、はい", "Python"),
-    Format("ONNX (skl2onnx)", "sklearn", ".onnx", _sklearn_onnx_save, _sklearn_onnx_load, "onnxruntime だけ",
-           _GRAPH_ONLY, _ONNX_RUNTIMES),
-    Format("state_dict", "torch", ".pt", _state_dict_save, _state_dict_load, "PyTorch + モデルのクラス",
-           "はい — weights_only=True（既定）なら", "Python"),
-    Format("TorchScript", "torch", ".ts", torchscript_save, lambda p: torch_predictor(torchscript_load(p)),
-           "PyTorch だけ（クラスは不要）", _LIKE_CODE, "Python・C++（LibTorch）"),
-    Format("torch.export", "torch", ".pt2", torch_export_save, lambda p: torch_predictor(torch_export_load(p)),
-           "PyTorch だけ（クラスは不要）", _LIKE_CODE, "Python・C++（AOTInductor）"),
-    Format("ONNX (torch.onnx)", "torch", ".onnx", _torch_onnx_save, _torch_onnx_load, "onnxruntime だけ",
-           _GRAPH_ONLY, _ONNX_RUNTIMES),
+    Format(
+        "joblib (compress=3)", "sklearn", ".joblib", _joblib_save(3), _joblib_load, _PY_SKLEARN, _RUNS_CODE, "Python"
+    ),
+    Format(
+        "skops",
+        "sklearn",
+        ".skops",
+        _skops_save,
+        _skops_load,
+        _PY_SKLEARN,
+        "trusted= に名指しした型だけなら、はい",
+        "Python",
+    ),
+    Format(
+        "ONNX (skl2onnx)",
+        "sklearn",
+        ".onnx",
+        _sklearn_onnx_save,
+        _sklearn_onnx_load,
+        "onnxruntime だけ",
+        _GRAPH_ONLY,
+        _ONNX_RUNTIMES,
+    ),
+    Format(
+        "state_dict",
+        "torch",
+        ".pt",
+        _state_dict_save,
+        _state_dict_load,
+        "PyTorch + モデルのクラス",
+        "はい — weights_only=True（既定）なら",
+        "Python",
+    ),
+    Format(
+        "TorchScript",
+        "torch",
+        ".ts",
+        torchscript_save,
+        lambda p: torch_predictor(torchscript_load(p)),
+        "PyTorch だけ（クラスは不要）",
+        _LIKE_CODE,
+        "Python・C++（LibTorch）",
+    ),
+    Format(
+        "torch.export",
+        "torch",
+        ".pt2",
+        torch_export_save,
+        lambda p: torch_predictor(torch_export_load(p)),
+        "PyTorch だけ（クラスは不要）",
+        _LIKE_CODE,
+        "Python・C++（AOTInductor）",
+    ),
+    Format(
+        "ONNX (torch.onnx)",
+        "torch",
+        ".onnx",
+        _torch_onnx_save,
+        _torch_onnx_load,
+        "onnxruntime だけ",
+        _GRAPH_ONLY,
+        _ONNX_RUNTIMES,
+    ),
 ]
 
 

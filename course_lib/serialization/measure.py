@@ -114,8 +114,17 @@ def _measure(fmt: Format, model: Any, folder: str | Path, X: np.ndarray, n: int,
     p50_64 = time_calls(lambda: predictor(batch), n=n, warmup=5).p50
     p = parity(predictor, reference, X)
     return Measurement(
-        fmt.name, type(model).__name__, path.stat().st_size / 1024, load_ms, p50_1, p50_64,
-        p.max_abs_diff, p.labels_equal, fmt.needs_to_load, fmt.untrusted_safe, fmt.runtimes,
+        fmt.name,
+        type(model).__name__,
+        path.stat().st_size / 1024,
+        load_ms,
+        p50_1,
+        p50_64,
+        p.max_abs_diff,
+        p.labels_equal,
+        fmt.needs_to_load,
+        fmt.untrusted_safe,
+        fmt.runtimes,
     )
 
 

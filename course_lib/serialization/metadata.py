@@ -30,7 +30,7 @@ def model_metadata(
         "versions": library_versions(libraries),
         "feature_names": list(feature_names),
         "class_names": list(class_names),
-        "trained_at": trained_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": trained_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "metrics": dict(metrics),
     }
 

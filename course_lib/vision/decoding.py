@@ -90,7 +90,7 @@ def decode_base64(text: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
         match = _DATA_URL.match(text)
         if match is None:
             raise ImageError("a data URL must look like data:image/<type>;base64,<data>")
-        text = text[match.end():]
+        text = text[match.end() :]
     text = _LINE_BREAKS.sub("", text)
     if not text:
         raise ImageError("the Base64 image is empty")
