@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,21 @@ class SimpleNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits for a (batch, 4) tensor."""
         return self.fc2(self.relu(self.fc1(x)))
+
+
+def save_state_dict(net: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Save only the weights (a state dict of tensors), the format torch.load(weights_only=True) accepts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def load_simple_nn(path: str | os.PathLike[str]) -> SimpleNN:
+    """Build SimpleNN and load its saved weights on the CPU; weights_only=True refuses pickled code."""
+    net = SimpleNN()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval()
 
 
 def train_simple_nn(split: Split | None = None, epochs: int = 300, seed: int = 0) -> tuple[SimpleNN, float]:

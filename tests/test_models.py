@@ -1,13 +1,16 @@
-"""The iris models and the one inference path the apps and batch scoring share."""
+"""The iris models, their state-dict files and the one inference path the apps and batch scoring share."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
+import pytest
 import torch
 
 from course_lib.apps.iris_fastapi import TorchIrisClassifier
 from course_lib.data import iris_split
-from course_lib.models import predict_iris, train_simple_nn
+from course_lib.models import SimpleNN, load_simple_nn, predict_iris, save_state_dict, train_simple_nn
 
 ROWS = iris_split().X_test
 
@@ -46,3 +49,20 @@ def test_training_leaves_the_callers_random_state_alone():
     torch.manual_seed(5)
     train_simple_nn(epochs=1)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_state_dict_round_trip_gives_the_same_network_in_eval_mode(tmp_path, net):
+    path = save_state_dict(net, tmp_path / "new folder" / "iris_nn.pt")
+    loaded = load_simple_nn(path)
+    assert isinstance(loaded, SimpleNN) and not loaded.training
+    X = torch.as_tensor(ROWS, dtype=torch.float32)
+    with torch.inference_mode():
+        assert torch.equal(net(X), loaded(X))
+    assert set(torch.load(path, weights_only=True)) == set(net.state_dict())  # weights only, no pickled module
+
+
+def test_weights_only_load_refuses_a_pickled_module(tmp_path, net):
+    path = tmp_path / "whole_module.pt"
+    torch.save(net, path)  # the whole object, i.e. pickled code
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_simple_nn(path)

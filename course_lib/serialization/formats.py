@@ -16,6 +16,7 @@ import joblib
 import numpy as np
 import torch
 
+from course_lib.models import load_simple_nn, save_state_dict
 from course_lib.serialization.onnx_export import (
     export_onnx,
     export_sklearn_onnx,
@@ -121,18 +122,9 @@ def _sklearn_onnx_load(path: Path) -> Predictor:
 # --- PyTorch -----------------------------------------------------------------------------------------------
 
 
-def _state_dict_save(model: torch.nn.Module, path: Path) -> None:
-    """Save the weights only (torch.save of the state dict)."""
-    torch.save(model.state_dict(), path)
-
-
 def _state_dict_load(path: Path) -> Predictor:
-    """Rebuild SimpleNN and load the weights with weights_only=True."""
-    from course_lib.models import SimpleNN  # the Python class is needed to rebuild the module
-
-    model = SimpleNN()
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return torch_predictor(model.eval())
+    """Rebuild SimpleNN (the Python class is needed) and load its weights with weights_only=True."""
+    return torch_predictor(load_simple_nn(path))
 
 
 def torchscript_save(model: torch.nn.Module, path: str | Path, example: torch.Tensor | None = None) -> Path:
@@ -214,7 +206,7 @@ FORMATS: list[Format] = [
         "state_dict",
         "torch",
         ".pt",
-        _state_dict_save,
+        save_state_dict,
         _state_dict_load,
         "PyTorch + モデルのクラス",
         "はい — weights_only=True（既定）なら",
