@@ -66,10 +66,8 @@ def load_time_ms(fmt: Format, path: Path, repeats: int = 5) -> tuple[float, Pred
 def torch_thread_count(threads: int | None) -> Iterator[None]:
     """Run the block with PyTorch's intra-op thread count set to threads (None: leave it as it is).
 
-    A matmul of a few dozen rows is large enough for PyTorch to split it across its OpenMP threads but far too
-    small to gain from it. On a machine whose other cores are busy, the call then waits until the operating system
-    runs the second thread, often for a whole scheduling slice (tens of ms instead of tens of µs), and which format
-    is hit changes from run to run. One thread measures the format instead of the scheduler.
+    One thread times the format rather than OpenMP's thread scheduling on a busy machine (see
+    `course_lib.bench.paired_calls`).
     """
     previous = torch.get_num_threads()
     if threads is not None:
