@@ -9,6 +9,9 @@ Every error is JSON ``{"error": "<message>", "code": "<machine-readable code>"}`
 faults (400 bad input, 404, 405, 413 body too large, 415 not JSON), 500 without a traceback for anything
 unexpected. Unexpected failures are logged to the ``course_lib.apps.iris_flask`` logger (silent until the
 operator configures logging, e.g. ``logging.basicConfig()``).
+
+``create_app`` composes the parts as Flask's tutorial does: ``create_blueprint`` (the routes around a model),
+``register_error_handlers`` (the JSON errors) and ``refuse_large_bodies`` (413 before any route runs).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from course_lib.data import IRIS_CLASSES
@@ -34,6 +37,9 @@ __all__ = [
     "read_json_body",
     "parse_features",
     "predict_one",
+    "create_blueprint",
+    "refuse_large_bodies",
+    "register_error_handlers",
     "create_app",
 ]
 
@@ -148,6 +154,79 @@ def _error(message: str, code: str, status: int) -> tuple[Response, int]:
     return jsonify(error=message, code=code), status
 
 
+def _check_model(model: Any) -> None:
+    """TypeError unless model is a fitted classifier (predict_proba and classes_)."""
+    if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
+        raise TypeError(
+            f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})"
+        )
+
+
+def create_blueprint(
+    model: Any,
+    class_names: Sequence[str] = IRIS_CLASSES,
+    validate: Callable[[Any], list[float]] = parse_features,
+) -> Blueprint:
+    """The API's routes, GET /health and POST /predict, around a fitted classifier (predict_proba, classes_)."""
+    _check_model(model)
+    blueprint = Blueprint("iris", __name__)
+
+    @blueprint.get("/health")
+    def health() -> Response:
+        """Liveness and the API version."""
+        return jsonify(status="healthy", version=VERSION)
+
+    @blueprint.post("/predict")
+    def predict() -> Response:
+        """Classify one iris flower: {"features": [sepal length, sepal width, petal length, petal width]}."""
+        features = validate(read_json_body())
+        return jsonify(predict_one(model, features, class_names))
+
+    return blueprint
+
+
+def refuse_large_bodies() -> None:
+    """Before each request: 413 for a declared body over the app's limit, even on an endpoint that never reads it."""
+    limit = request.max_content_length
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+
+
+def _input_error(exc: InputError) -> tuple[Response, int]:
+    """A client fault found by our own checks → 4xx JSON."""
+    return _error(exc.message, exc.code, exc.status)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    """Werkzeug's HTTP errors (404, 405, 413, ...) → the same status as JSON, keeping the Allow header of a 405."""
+    allow = exc.get_response().headers.get("Allow")
+    path = request.path if len(request.path) <= 100 else request.path[:100] + "…"
+    message = {
+        404: f"no such endpoint: {request.method} {path}; try GET /health or POST /predict",
+        405: f"{request.method} is not allowed on {path}; allowed: {_sorted_methods(allow)}",
+        413: f"the request body is too large (limit: {request.max_content_length} bytes)",
+    }.get(exc.code or 0, exc.description or exc.name)
+    code = {413: "body_too_large"}.get(exc.code or 0, (exc.name or "error").lower().replace(" ", "_"))
+    response = jsonify(error=message, code=code)
+    response.status_code = exc.code or 500
+    if allow:
+        response.headers["Allow"] = allow
+    return response
+
+
+def _unexpected_error(exc: Exception) -> tuple[Response, int]:
+    """Anything else → log it with its traceback, answer 500 JSON without details."""
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return _error("internal server error; the failure was logged on the server", "internal_error", 500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every fault as JSON: InputError → its 4xx, Werkzeug's HTTP errors → their status, the rest → 500."""
+    app.register_error_handler(InputError, _input_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
 def create_app(
     model: Any = None,
     *,
@@ -161,60 +240,11 @@ def create_app(
     """
     if model is None:
         model, _ = train_iris_forest()
-    if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
-        raise TypeError(
-            f"the model must be a fitted classifier with predict_proba and classes_ (got {type(model).__name__})"
-        )
-
     app = Flask(__name__, static_folder=None)  # an API: no /static route (the package's static/ is another app's)
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.config["IRIS_MODEL"] = model
     app.json.sort_keys = False  # keep the source's key order: prediction, class_id, probabilities
-
-    @app.before_request
-    def refuse_large_bodies() -> None:
-        """413 for a declared body over the limit on every endpoint, even one that never reads its body."""
-        if request.content_length is not None and request.content_length > max_content_length:
-            raise RequestEntityTooLarge()
-
-    @app.get("/health")
-    def health() -> Response:
-        """Liveness and the API version."""
-        return jsonify(status="healthy", version=VERSION)
-
-    @app.post("/predict")
-    def predict() -> Response:
-        """Classify one iris flower: {"features": [sepal length, sepal width, petal length, petal width]}."""
-        features = validate(read_json_body())
-        return jsonify(predict_one(model, features, class_names))
-
-    @app.errorhandler(InputError)
-    def input_error(exc: InputError) -> tuple[Response, int]:
-        """A client fault found by our own checks → 4xx JSON."""
-        return _error(exc.message, exc.code, exc.status)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        """Werkzeug's HTTP errors (404, 405, 413, ...) → the same status as JSON."""
-        # Werkzeug's status with a JSON body instead of its HTML page; keep the Allow header of a 405
-        allow = exc.get_response().headers.get("Allow")
-        path = request.path if len(request.path) <= 100 else request.path[:100] + "…"
-        message = {
-            404: f"no such endpoint: {request.method} {path}; try GET /health or POST /predict",
-            405: f"{request.method} is not allowed on {path}; allowed: {_sorted_methods(allow)}",
-            413: f"the request body is too large (limit: {max_content_length} bytes)",
-        }.get(exc.code or 0, exc.description or exc.name)
-        code = {413: "body_too_large"}.get(exc.code or 0, (exc.name or "error").lower().replace(" ", "_"))
-        response = jsonify(error=message, code=code)
-        response.status_code = exc.code or 500
-        if allow:
-            response.headers["Allow"] = allow
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected_error(exc: Exception) -> tuple[Response, int]:
-        """Anything else → log it with its traceback, answer 500 JSON without details."""
-        log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
-        return _error("internal server error; the failure was logged on the server", "internal_error", 500)
-
+    app.before_request(refuse_large_bodies)
+    register_error_handlers(app)
+    app.register_blueprint(create_blueprint(model, class_names, validate))
     return app
