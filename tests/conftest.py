@@ -1,16 +1,24 @@
-"""Shared test set-up: the trained models (once per session), the browser rule (skip on a learner's machine, fail
-in CI), a Chromium page, measured figures."""
+"""Shared test set-up: the trained models and the iris FastAPI server (once per session), concurrent clients, the
+browser rule (skip on a learner's machine, fail in CI), a Chromium page, measured figures."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+import requests
 from helpers import require_chromium
 
+from course_lib.apps import iris_fastapi
 from course_lib.browser import chromium_page, chromium_path
 from course_lib.models import train_iris_forest, train_simple_nn
+from course_lib.servers import serve
 from course_lib.vision import load_classifier
+
+CONCURRENT_CLIENTS = 8
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +37,29 @@ def net():
 def classifier():
     """The offline digits image classifier (trained once and cached on disk)."""
     return load_classifier("digits")
+
+
+@pytest.fixture(scope="session")
+def iris_fastapi_server(net):
+    """The iris FastAPI app around `net`, running once per session (its HTTP tests and its browser tests)."""
+    with serve(iris_fastapi.create_app(net)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def post_concurrently() -> Callable[[str, Sequence[Any]], list[dict]]:
+    """post_concurrently(url, rows): POST {"features": row} for every row from 8 clients at once; the JSON answers."""
+
+    def post(url: str, rows: Sequence[Any]) -> list[dict]:
+        def ask(row: Any) -> dict:
+            response = requests.post(url, json={"features": list(map(float, row))}, timeout=30)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
+            return list(pool.map(ask, rows))
+
+    return post
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from course_lib.apps.async_pitfall import health_under_load
-from course_lib.apps.iris_fastapi import as_classifier, predict_rows, validation_error
+from course_lib.apps.iris_fastapi import as_classifier, predict_rows, validation_exception_handler
 from course_lib.apps.iris_schemas import BatchResponse, FeatureRow, IrisBatch, IrisFeatures, PredictionResponse
 from course_lib.bench import http_latency
 from course_lib.exercises import checks_03
@@ -166,7 +166,7 @@ def batch_app(
         classifier = as_classifier(model)
         app = FastAPI()
         if handler:
-            app.add_exception_handler(RequestValidationError, validation_error)
+            app.add_exception_handler(RequestValidationError, validation_exception_handler)
 
         @app.post("/predict/batch")
         def predict_batch(request: IrisBatch):

@@ -14,17 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from helpers import require_chromium, running_in_ci
 
-from course_lib.apps.iris_fastapi import create_app
 from course_lib.browser import HOW_TO_ENABLE
-from course_lib.models import train_simple_nn
-from course_lib.servers import serve
-
-
-@pytest.fixture(scope="module")
-def api_url():
-    """A running iris FastAPI server."""
-    with serve(create_app(train_simple_nn()[0])) as server:
-        yield server.url
 
 
 def record_requests(page) -> tuple[list[str], list[str]]:
@@ -46,7 +36,8 @@ def left_the_machine(seen: list[str], blocked: list[str]) -> list[str]:
 
 
 @pytest.mark.browser
-def test_swagger_ui_lists_the_operations_offline(page, api_url):
+def test_swagger_ui_lists_the_operations_offline(page, iris_fastapi_server):
+    api_url = iris_fastapi_server.url
     seen, blocked = record_requests(page)
     page.goto(api_url + "/docs")
     page.wait_for_selector(".opblock-summary-path", timeout=30_000)
@@ -61,7 +52,8 @@ def test_swagger_ui_lists_the_operations_offline(page, api_url):
 
 
 @pytest.mark.browser
-def test_swagger_ui_try_it_out_calls_the_api(page, api_url):
+def test_swagger_ui_try_it_out_calls_the_api(page, iris_fastapi_server):
+    api_url = iris_fastapi_server.url
     seen, blocked = record_requests(page)
     page.goto(api_url + "/docs")
     page.locator("#operations-default-predict_predict_post .opblock-summary").click()
@@ -75,7 +67,8 @@ def test_swagger_ui_try_it_out_calls_the_api(page, api_url):
 
 
 @pytest.mark.browser
-def test_redoc_renders_offline(page, api_url):
+def test_redoc_renders_offline(page, iris_fastapi_server):
+    api_url = iris_fastapi_server.url
     seen, blocked = record_requests(page)
     page.goto(api_url + "/redoc")
     page.wait_for_selector("h1", timeout=30_000)
@@ -88,14 +81,14 @@ def test_redoc_renders_offline(page, api_url):
 
 
 @pytest.mark.browser
-def test_screenshot_works_inside_a_running_event_loop(api_url, tmp_path):
+def test_screenshot_works_inside_a_running_event_loop(iris_fastapi_server, tmp_path):
     """A notebook cell runs inside the kernel's asyncio loop, where Playwright's sync API refuses to start."""
     import asyncio
 
     from course_lib.browser import screenshot
 
     async def in_a_loop():
-        return screenshot(api_url + "/docs", tmp_path / "docs.png", wait_for=".opblock-summary-path")
+        return screenshot(iris_fastapi_server.url + "/docs", tmp_path / "docs.png", wait_for=".opblock-summary-path")
 
     shot = asyncio.run(in_a_loop())
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000

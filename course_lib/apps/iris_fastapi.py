@@ -10,6 +10,9 @@
 Bad input gets FastAPI's 422 ``{"detail": [...]}`` (NaN/Infinity included: the echoed input is made JSON-safe),
 a body over the limit gets 413, unknown paths 404 and wrong methods 405 — all JSON. The endpoints are
 plain ``def`` functions, so PyTorch runs in Starlette's thread pool and never blocks the event loop.
+
+``create_app`` composes the parts: ``create_router`` (the routes around a model), ``add_exception_handlers`` (the
+JSON errors), the body-size middleware and offline docs.
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -38,18 +40,18 @@ from course_lib.apps.iris_schemas import (
 )
 from course_lib.apps.offline_docs import LocalOnlyDocs
 from course_lib.data import IRIS_CLASSES
-from course_lib.models import SimpleNN, predict_iris
+from course_lib.models import load_simple_nn, predict_iris, train_simple_nn
 
 __all__ = [
     "VERSION",
     "MAX_BODY_BYTES",
     "TorchIrisClassifier",
-    "save_state_dict",
-    "load_simple_nn",
     "as_classifier",
     "predict_rows",
     "json_safe",
-    "validation_error",
+    "validation_exception_handler",
+    "add_exception_handlers",
+    "create_router",
     "create_app",
 ]
 
@@ -71,26 +73,9 @@ class TorchIrisClassifier:
             return torch.softmax(logits, dim=1).double().numpy()
 
 
-def save_state_dict(net: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Save only the weights (a state dict of tensors), the format torch.load(weights_only=True) accepts."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
-    return path
-
-
-def load_simple_nn(path: str | os.PathLike[str]) -> SimpleNN:
-    """Build SimpleNN and load weights safely: weights_only=True refuses pickled code."""
-    net = SimpleNN()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return net.eval()
-
-
 def as_classifier(model: Any = None) -> Any:
     """None → train SimpleNN; a path → load its state dict; an nn.Module → wrap it; else a predict_proba model."""
     if model is None:
-        from course_lib.models import train_simple_nn
-
         model, _ = train_simple_nn()
     if isinstance(model, (str, os.PathLike)):
         model = load_simple_nn(model)
@@ -127,14 +112,44 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_exception_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 body, made JSON-safe: the default handler fails with a 500 when the input echoes NaN."""
     return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
 
 
-def internal_error(request: Request, exc: Exception) -> JSONResponse:
+def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """A server fault → 500 JSON without details (uvicorn still logs the traceback for the operator)."""
     return JSONResponse({"detail": "internal server error; the failure was logged on the server"}, status_code=500)
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    """The API's error answers: JSON-safe 422 for invalid input (NaN included), 500 JSON without details."""
+    app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    app.add_exception_handler(Exception, _internal_error_handler)
+
+
+def create_router(model: Any = None, class_names: Sequence[str] = IRIS_CLASSES) -> APIRouter:
+    """The API's routes, /health, /predict and /predict/batch, around a model as as_classifier() takes it."""
+    classifier = as_classifier(model)
+    model_name = type(getattr(classifier, "net", classifier)).__name__
+    router = APIRouter()
+
+    @router.get("/health", response_model=HealthResponse)
+    def health() -> HealthResponse:
+        """Liveness, API version and model name."""
+        return HealthResponse(status="healthy", version=VERSION, model=model_name)
+
+    @router.post("/predict", response_model=PredictionResponse)
+    def predict(request: IrisFeatures) -> PredictionResponse:
+        """Classify one flower: sepal length, sepal width, petal length, petal width (cm)."""
+        return predict_rows(classifier, [request.features], class_names)[0]
+
+    @router.post("/predict/batch", response_model=BatchResponse)
+    def predict_batch(request: IrisBatch) -> BatchResponse:
+        """Classify 1 to 100 (MAX_BATCH) flowers in one call; answers keep the order of the rows."""
+        return BatchResponse(predictions=predict_rows(classifier, request.instances, class_names))
+
+    return router
 
 
 def create_app(
@@ -144,9 +159,6 @@ def create_app(
     class_names: Sequence[str] = IRIS_CLASSES,
 ) -> FastAPI:
     """Build the iris API around SimpleNN (None: train it), a state-dict path or a predict_proba model."""
-    classifier = as_classifier(model)
-    model_name = type(getattr(classifier, "net", classifier)).__name__
-
     app = FastAPIOffline(
         title="Iris inference API",
         version=VERSION,
@@ -154,23 +166,6 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(LocalOnlyDocs)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, internal_error)
-    app.state.classifier = classifier
-
-    @app.get("/health", response_model=HealthResponse)
-    def health() -> HealthResponse:
-        """Liveness, API version and model name."""
-        return HealthResponse(status="healthy", version=VERSION, model=model_name)
-
-    @app.post("/predict", response_model=PredictionResponse)
-    def predict(request: IrisFeatures) -> PredictionResponse:
-        """Classify one flower: sepal length, sepal width, petal length, petal width (cm)."""
-        return predict_rows(classifier, [request.features], class_names)[0]
-
-    @app.post("/predict/batch", response_model=BatchResponse)
-    def predict_batch(request: IrisBatch) -> BatchResponse:
-        """Classify 1 to 100 (MAX_BATCH) flowers in one call; answers keep the order of the rows."""
-        return BatchResponse(predictions=predict_rows(classifier, request.instances, class_names))
-
+    add_exception_handlers(app)
+    app.include_router(create_router(model, class_names))
     return app

@@ -27,8 +27,8 @@ __all__ = [
 N_FEATURES = 4
 MAX_BATCH = 100
 EXAMPLE_FEATURES = [5.1, 3.5, 1.4, 0.2]
-# No iris part is a metre long. The bound also keeps the network's float32 logits finite: 1e308 overflows
-# float32 and 3e38 gives inf logits and a NaN probability (both were 500s before this bound).
+# No iris part is a metre long. The bound also keeps the network's float32 arithmetic finite: without it,
+# 1e308 overflows float32 and 3e38 gives inf logits and a NaN probability, which no JSON answer can carry (a 500).
 MAX_CM = 100.0
 
 # One measurement in cm: a JSON number (strict: no "5.1" strings, no true/false), finite (no NaN/Infinity),

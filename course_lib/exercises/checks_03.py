@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from course_lib.apps.iris_fastapi import TorchIrisClassifier, predict_rows, validation_error
+from course_lib.apps.iris_fastapi import TorchIrisClassifier, predict_rows, validation_exception_handler
 from course_lib.apps.iris_schemas import IrisFeatures, PredictionResponse
 from course_lib.data import IRIS_CLASSES, iris_rows
 from course_lib.models import train_simple_nn
@@ -156,7 +156,7 @@ def _json_422(response: requests.Response, what: str) -> list[dict[str, Any]]:
 def _echo_app(schema: type[BaseModel]) -> FastAPI:
     """An app whose POST /check validates its body with the learner's schema."""
     app = FastAPI()
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RequestValidationError, validation_exception_handler)
 
     def echo(request: Any) -> dict[str, Any]:
         return {"features": list(request.features)}
