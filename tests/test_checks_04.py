@@ -7,6 +7,7 @@ import json
 import pickle
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,60 +165,36 @@ def test_onnx_check_rejects(mistake: str, onnx_files):
 # --- exercise 2 ------------------------------------------------------------------------------------------------
 
 
-def load_then_check(path: Path):
-    """Loads first, checks after: the error comes too late, the file's code has already run."""
-    model = joblib.load(path)
-    mismatches = version_mismatches(read_metadata(path)["versions"])
-    if mismatches:
-        raise ValueError(f"versions differ: {mismatches}")
-    return model
+def checked_loader(
+    *,
+    check_versions: bool = True,
+    load_first: bool = False,
+    only: str | None = None,
+    versions_in_message: bool = True,
+    error: type[Exception] = ValueError,
+    without_metadata: Callable[[Path], Any] | None = None,
+) -> Callable[[Path], Any]:
+    """A learner's load_model_checked with one knob per likely mistake; the defaults make a correct answer.
 
+    load_first: loads before checking (the file's code has run by then); only: compares this library alone;
+    versions_in_message=False names the libraries without their versions; without_metadata(path) is returned
+    when the metadata file is missing instead of refusing.
+    """
 
-def check_sklearn_only(path: Path):
-    """Compares only scikit-learn's version."""
-    saved = read_metadata(path)["versions"]
-    mismatches = version_mismatches({"scikit-learn": saved["scikit-learn"]})
-    if mismatches:
-        raise ValueError(f"versions differ: {mismatches}")
-    return joblib.load(path)
+    def load(path: Path) -> Any:
+        model = joblib.load(path) if load_first else None
+        try:
+            saved = read_metadata(path)["versions"]
+        except FileNotFoundError:
+            if without_metadata is None:
+                raise
+            return without_metadata(path)
+        mismatches = version_mismatches({only: saved[only]} if only else saved) if check_versions else {}
+        if mismatches:
+            raise error(f"library versions differ: {mismatches if versions_in_message else ', '.join(mismatches)}")
+        return model if load_first else joblib.load(path)
 
-
-def message_without_versions(path: Path):
-    """Refuses, but the message names the libraries without their versions."""
-    mismatches = version_mismatches(read_metadata(path)["versions"])
-    if mismatches:
-        raise ValueError(f"library versions differ: {', '.join(mismatches)}")
-    return joblib.load(path)
-
-
-def wrong_exception(path: Path):
-    """Refuses with RuntimeError instead of ValueError."""
-    mismatches = version_mismatches(read_metadata(path)["versions"])
-    if mismatches:
-        raise RuntimeError(f"versions differ: {mismatches}")
-    return joblib.load(path)
-
-
-def none_without_metadata(path: Path):
-    """Swallows a missing metadata file and returns None instead of refusing loudly."""
-    try:
-        meta = read_metadata(path)
-    except FileNotFoundError:
-        return None
-    if version_mismatches(meta["versions"]):
-        raise ValueError(f"versions differ: {version_mismatches(meta['versions'])}")
-    return joblib.load(path)
-
-
-def loads_without_metadata(path: Path):
-    """Loads when the metadata file is missing (treats 'no metadata' as 'nothing to check')."""
-    try:
-        meta = read_metadata(path)
-    except FileNotFoundError:
-        return joblib.load(path)
-    if version_mismatches(meta["versions"]):
-        raise ValueError(f"versions differ: {version_mismatches(meta['versions'])}")
-    return joblib.load(path)
+    return load
 
 
 def edited_save(solution, edit):
@@ -236,16 +213,20 @@ def rewrite(meta_path: Path, meta: dict) -> Path:
     return meta_path
 
 
+def test_metadata_check_accepts_the_loader_without_a_mistake(solution):
+    checks_04.check_metadata_guard(solution["save_model"], checked_loader())
+
+
 @pytest.mark.parametrize(
     ("loader", "message"),
     [
-        (lambda path: joblib.load(path), "読み込めてしまいました"),
-        (load_then_check, "確かめる前に joblib.load"),
-        (check_sklearn_only, "すべてのライブラリを確かめて"),
-        (message_without_versions, "保存したときのバージョン 0.24.2"),
-        (wrong_exception, "RuntimeError が出ました"),
-        (none_without_metadata, "メタデータのファイルがないのに、読み込めてしまいました"),
-        (loads_without_metadata, "メタデータのファイルがないのに、読み込めてしまいました"),
+        (checked_loader(check_versions=False), "読み込めてしまいました"),
+        (checked_loader(load_first=True), "確かめる前に joblib.load"),
+        (checked_loader(only="scikit-learn"), "すべてのライブラリを確かめて"),
+        (checked_loader(versions_in_message=False), "保存したときのバージョン 0.24.2"),
+        (checked_loader(error=RuntimeError), "RuntimeError が出ました"),
+        (checked_loader(without_metadata=lambda path: None), "メタデータのファイルがないのに、読み込めてしまいました"),
+        (checked_loader(without_metadata=joblib.load), "メタデータのファイルがないのに、読み込めてしまいました"),
     ],
     ids=[
         "ignores versions",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from sklearn.svm import LinearSVC
 
 from course_lib.apps.iris_flask import MAX_CONTENT_LENGTH, VERSION, create_app
 from course_lib.data import IRIS_CLASSES, iris_rows, iris_split
-from course_lib.models import train_iris_forest
 from course_lib.servers import serve
 
 GOOD = {"features": [5.1, 3.5, 1.4, 0.2]}
@@ -22,15 +20,9 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def model():
-    """The source's forest, trained once for this module."""
-    return train_iris_forest()[0]
-
-
-@pytest.fixture(scope="module")
-def server(model):
+def server(forest):
     """One running server shared by the tests of this module."""
-    with serve(create_app(model)) as srv:
+    with serve(create_app(forest)) as srv:
         yield srv
 
 
@@ -64,9 +56,9 @@ def test_the_source_request_gives_setosa_with_the_source_shape(server):
     assert sum(body["probabilities"].values()) == pytest.approx(1.0)
 
 
-def test_answers_match_the_model_in_process(server, model):
+def test_answers_match_the_model_in_process(server, forest):
     rows = iris_rows(30, seed=3)
-    expected = model.predict_proba(rows.astype(np.float64))
+    expected = forest.predict_proba(rows.astype(np.float64))
     with requests.Session() as session:
         for row, probs in zip(rows, expected, strict=True):
             body = session.post(server.url + "/predict", json={"features": row.tolist()}, timeout=10).json()
@@ -86,12 +78,12 @@ def model_answer(model, row) -> dict:
     }
 
 
-def test_integers_and_a_charset_in_the_content_type_are_accepted(server, model):
+def test_integers_and_a_charset_in_the_content_type_are_accepted(server, forest):
     response = post(
         server, data='{"features": [6, 3, 5, 2]}', headers={"Content-Type": "application/json; charset=utf-8"}
     )
     assert response.status_code == 200
-    assert response.json() == model_answer(model, [6.0, 3.0, 5.0, 2.0])
+    assert response.json() == model_answer(forest, [6.0, 3.0, 5.0, 2.0])
 
 
 def test_extra_keys_are_ignored(server):
@@ -213,8 +205,8 @@ def test_unknown_paths_and_wrong_methods_answer_json(server, method, path, statu
     assert_still_serves(server)
 
 
-def test_request_size_limit_is_configurable(model):
-    with serve(create_app(model, max_content_length=64)) as srv:
+def test_request_size_limit_is_configurable(forest):
+    with serve(create_app(forest, max_content_length=64)) as srv:
         small = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
         padded = requests.post(srv.url + "/predict", json={**GOOD, "pad": "x" * 64}, timeout=10)
     assert small.status_code == 200 and small.json()["prediction"] == "setosa"
@@ -266,28 +258,21 @@ def test_a_model_without_predict_proba_or_not_fitted_is_refused_at_start():
         create_app(RandomForestClassifier())
 
 
-def test_concurrent_clients_get_correct_answers(server, model):
+def test_concurrent_clients_get_correct_answers(server, forest, post_concurrently):
     rows = iris_rows(40, seed=7)
-
-    def ask(row: np.ndarray) -> dict:
-        response = requests.post(server.url + "/predict", json={"features": row.tolist()}, timeout=30)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(ask, rows))
-    assert answers == [model_answer(model, row) for row in rows]
+    answers = post_concurrently(server.url + "/predict", rows)
+    assert answers == [model_answer(forest, row) for row in rows]
     assert len({answer["class_id"] for answer in answers}) == 3  # a mix-up between clients would show
 
 
-def test_flask_test_client_gives_the_same_answers_in_process(model):
-    client = create_app(model).test_client()
+def test_flask_test_client_gives_the_same_answers_in_process(forest):
+    client = create_app(forest).test_client()
     assert client.post("/predict", json=GOOD).get_json()["prediction"] == "setosa"
     assert client.post("/predict", json={"features": [1, 2]}).status_code == 400
     assert client.get("/nope").get_json()["code"] == "not_found"
 
 
-def test_an_extra_validation_rule_can_be_plugged_in(model):
+def test_an_extra_validation_rule_can_be_plugged_in(forest):
     from course_lib.apps.iris_flask import InputError, parse_features
 
     def no_negatives(payload) -> list[float]:
@@ -296,7 +281,7 @@ def test_an_extra_validation_rule_can_be_plugged_in(model):
             raise InputError("measurements cannot be negative", "out_of_range")
         return features
 
-    with serve(create_app(model, validate=no_negatives)) as srv:
+    with serve(create_app(forest, validate=no_negatives)) as srv:
         bad = requests.post(srv.url + "/predict", json={"features": [5.1, -3.5, 1.4, 0.2]}, timeout=10)
         good = requests.post(srv.url + "/predict", json=GOOD, timeout=10)
     assert bad.status_code == 400 and bad.json() == {"error": "measurements cannot be negative", "code": "out_of_range"}
