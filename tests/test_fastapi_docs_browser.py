@@ -17,12 +17,13 @@ from helpers import require_chromium, running_in_ci
 from course_lib.browser import HOW_TO_ENABLE
 
 
-def record_requests(page) -> tuple[list[str], list[str]]:
-    """Collect the URL of every request the page starts, and of those the browser blocked by our CSP."""
+def visit(page, url: str) -> tuple[list[str], list[str]]:
+    """Open url, collecting the URL of every request the page starts and of those the browser blocked by our CSP."""
     seen: list[str] = []
     blocked: list[str] = []
     page.on("request", lambda request: seen.append(request.url))
     page.on("requestfailed", lambda request: blocked.append(request.url) if request.failure == "csp" else None)
+    page.goto(url)
     return seen, blocked
 
 
@@ -37,9 +38,7 @@ def left_the_machine(seen: list[str], blocked: list[str]) -> list[str]:
 
 @pytest.mark.browser
 def test_swagger_ui_lists_the_operations_offline(page, iris_fastapi_server):
-    api_url = iris_fastapi_server.url
-    seen, blocked = record_requests(page)
-    page.goto(api_url + "/docs")
+    seen, blocked = visit(page, iris_fastapi_server.url + "/docs")
     page.wait_for_selector(".opblock-summary-path", timeout=30_000)
     paths = page.locator(".opblock-summary-path").all_text_contents()
     methods = page.locator(".opblock-summary-method").all_text_contents()
@@ -53,24 +52,20 @@ def test_swagger_ui_lists_the_operations_offline(page, iris_fastapi_server):
 
 @pytest.mark.browser
 def test_swagger_ui_try_it_out_calls_the_api(page, iris_fastapi_server):
-    api_url = iris_fastapi_server.url
-    seen, blocked = record_requests(page)
-    page.goto(api_url + "/docs")
+    seen, blocked = visit(page, iris_fastapi_server.url + "/docs")
     page.locator("#operations-default-predict_predict_post .opblock-summary").click()
     page.locator("#operations-default-predict_predict_post button.try-out__btn").click()
     page.locator("#operations-default-predict_predict_post button.execute").click()
     response = page.locator("#operations-default-predict_predict_post .responses-table.live-responses-table")
     response.wait_for(timeout=30_000)
     assert '"class_name": "setosa"' in response.text_content()
-    assert any(url == api_url + "/predict" for url in seen)
+    assert any(url == iris_fastapi_server.url + "/predict" for url in seen)
     assert left_the_machine(seen, blocked) == []
 
 
 @pytest.mark.browser
 def test_redoc_renders_offline(page, iris_fastapi_server):
-    api_url = iris_fastapi_server.url
-    seen, blocked = record_requests(page)
-    page.goto(api_url + "/redoc")
+    seen, blocked = visit(page, iris_fastapi_server.url + "/redoc")
     page.wait_for_selector("h1", timeout=30_000)
     page.get_by_text("Classify one flower").first.wait_for(timeout=30_000)
     assert "Iris inference API" in page.locator("h1").first.text_content()
