@@ -1,21 +1,21 @@
 """Deployment patterns of notebook 01 on the same iris forest: batch file scoring, HTTP (iris_flask), ONNX in process.
 
-The three single-row paths (HTTP request, scikit-learn call, ONNX Runtime call) alternate call by call, so they see
-the same machine load; the batch job runs right after them in the same process.
+The three single-row paths (HTTP request, scikit-learn call, ONNX Runtime call) take turns call by call
+(course_lib.bench.interleaved_calls), so they see the same machine load; the batch job runs right after them in the same
+process.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import requests
-from tqdm.auto import tqdm
 
 from bench.report import Goal, Row
 from course_lib.apps.iris_flask import create_app
+from course_lib.bench import interleaved_calls
 from course_lib.deployment_patterns import score_batch_file, write_batch_file
 from course_lib.models import train_iris_forest
 from course_lib.serialization import export_sklearn_onnx, onnx_session
@@ -25,36 +25,24 @@ NAME = "deployment_patterns"
 BODY = {"features": [5.1, 3.5, 1.4, 0.2]}
 
 
-def _timed(fn) -> float:
-    """Run fn once and return its duration in ms."""
-    started = time.perf_counter()
-    fn()
-    return (time.perf_counter() - started) * 1000.0
-
-
 def run(quick: bool = False) -> list[Row]:
     """Measure the three patterns; quick = fewer calls and a smaller batch file."""
     n, n_rows = (40, 20_000) if quick else (300, 200_000)
     model, _ = train_iris_forest()
     row = np.asarray([BODY["features"]], dtype=np.float32)
-    samples: dict[str, list[float]] = {"http": [], "sklearn": [], "onnx": []}
     with tempfile.TemporaryDirectory() as folder:
         session = onnx_session(export_sklearn_onnx(model, Path(folder) / "iris.onnx"))
         name = session.get_inputs()[0].name
-        calls = {
-            "sklearn": lambda: model.predict_proba(row),
-            "onnx": lambda: session.run(None, {name: row}),
-        }
         with serve(create_app(model)) as server, requests.Session() as http:
             url = server.url + "/predict"
-            calls["http"] = lambda: http.post(url, json=BODY, timeout=30).raise_for_status()
-            for i in tqdm(range(n + 5), desc="sklearn / onnx / http", leave=False):
-                for label, call in calls.items():
-                    duration = _timed(call)
-                    if i >= 5:  # warm-up
-                        samples[label].append(duration)
+            calls = {
+                "sklearn": lambda: model.predict_proba(row),
+                "onnx": lambda: session.run(None, {name: row}),
+                "http": lambda: http.post(url, json=BODY, timeout=30).raise_for_status(),
+            }
+            stats = interleaved_calls(calls, n=n, progress=True, desc="sklearn / onnx / http")
         batch = score_batch_file(model, write_batch_file(Path(folder) / "rows.csv", n_rows), Path(folder) / "out.csv")
-    p50 = {label: float(np.median(values)) for label, values in samples.items()}
+    p50 = {label: s.p50 for label, s in stats.items()}
     return [
         Row(NAME, "real-time HTTP p50 / batch ms per row", p50["http"] / batch.ms_per_row, goal=Goal(">=", 100)),
         Row(NAME, "real-time HTTP p50 / in-process scikit-learn p50 (HTTP overhead)", p50["http"] / p50["sklearn"]),

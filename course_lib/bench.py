@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,111 +89,125 @@ class LatencyStats:
         )
 
 
+def _progress_bar(total: int, progress: bool, desc: str | None) -> tqdm:
+    """A transient tqdm bar of `total` steps, shown only when progress is true."""
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False)
+
+
+def _durations(fn: Callable[[], Any], count: int, bar: tqdm) -> list[float]:
+    """Call fn() count times; return each call's duration in seconds, one bar step per call."""
+    durations = []
+    for _ in range(count):
+        started = time.perf_counter()
+        fn()
+        durations.append(time.perf_counter() - started)
+        bar.update()
+    return durations
+
+
 def time_calls(
     fn: Callable[[], Any], n: int = 100, warmup: int = 5, progress: bool = False, desc: str | None = None
 ) -> LatencyStats:
     """Call fn() warmup + n times in this thread and return the latency of the n timed calls."""
     for _ in range(warmup):
         fn()
-    durations = []
     started = time.perf_counter()
-    for _ in tqdm(range(n), desc=desc, disable=not progress, leave=False):
-        t0 = time.perf_counter()
-        fn()
-        durations.append(time.perf_counter() - t0)
+    with _progress_bar(n, progress, desc) as bar:
+        durations = _durations(fn, n, bar)
     return LatencyStats.from_seconds(durations, time.perf_counter() - started)
 
 
-def paired_calls(
-    first: Callable[[], Any],
-    second: Callable[[], Any],
+def interleaved_calls(
+    calls: Mapping[str, Callable[[], Any]],
     n: int = 100,
     warmup: int = 5,
     block: int = 1,
     progress: bool = False,
     desc: str | None = None,
-) -> tuple[LatencyStats, LatencyStats]:
-    """Time first() and second() alternately so both see the same machine load; return both stats.
+) -> dict[str, LatencyStats]:
+    """Time every call n times, taking turns, so all see the same machine load; return each one's latency by name.
 
-    block=1 alternates call by call. With block > 1 they alternate in blocks of `block` timed calls, each block
-    after one untimed call: thread pools (PyTorch's OpenMP, onnxruntime) keep spinning for a moment after a call
-    and would slow down the other side's first call.
+    Taking turns is what makes the results comparable: a change of load (another program, a CPU that throttles)
+    during the run hits every call alike, where timing one call after the other would give it to whichever ran then.
+    With block=1 the calls take turns call by call, and sample i of every result comes from round i, so per-round
+    sums and differences can be taken.
+
+    block > 1 is for calls that run on a thread pool, as PyTorch (its OpenMP team) and onnxruntime (its intra-op
+    pool) do. When a call returns, the pool's threads do not sleep at once: they keep spinning on their cores for a
+    moment, waiting for more work (OpenMP's OMP_WAIT_POLICY, onnxruntime's "session.intra_op.allow_spinning"). A call
+    of the other runtime made in that moment finds those cores busy; on a machine with few cores its own threads
+    wait for the scheduler, and the wait is counted against it. Call by call, each side would be timed against the
+    other's spinning. So with block > 1 the calls take turns in blocks of `block` timed calls, each block after one
+    untimed call, during which the other runtime's threads go idle.
     """
-    a: list[float] = []
-    b: list[float] = []
+    if not calls:
+        raise ValueError("no calls to time")
     for _ in range(warmup):
-        first()
-        second()
-    with tqdm(total=2 * n, desc=desc, disable=not progress, leave=False) as bar:
-        while len(a) < n:
-            for fn, samples in ((first, a), (second, b)):
+        for fn in calls.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    with _progress_bar(len(calls) * n, progress, desc) as bar:
+        for done in range(0, n, block):
+            for name, fn in calls.items():
                 if block > 1:
                     fn()
-                for _ in range(min(block, n - len(samples))):
-                    t0 = time.perf_counter()
-                    fn()
-                    samples.append(time.perf_counter() - t0)
-                    bar.update()
-    return LatencyStats.from_seconds(a), LatencyStats.from_seconds(b)
+                samples[name] += _durations(fn, min(block, n - done), bar)
+    return {name: LatencyStats.from_seconds(seconds) for name, seconds in samples.items()}
 
 
-def concurrent_calls(
-    make_call: Callable[[], Callable[[], Any]],
-    n: int = 100,
-    concurrency: int = 4,
-    warmup: int = 2,
-    progress: bool = False,
-    desc: str | None = None,
-) -> LatencyStats:
-    """Run n calls spread over `concurrency` threads; make_call() builds one call function per thread."""
-    per_worker = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
+def paired_calls(
+    first: Callable[[], Any], second: Callable[[], Any], **options: Any
+) -> tuple[LatencyStats, LatencyStats]:
+    """interleaved_calls of first and second, returned as a pair; options are interleaved_calls' (n, warmup, block…)."""
+    stats = interleaved_calls({"first": first, "second": second}, **options)
+    return stats["first"], stats["second"]
+
+
+def _in_threads(
+    make_call: Callable[[], Callable[[], Any]], n: int, concurrency: int, warmup: int, bar: tqdm
+) -> tuple[list[float], float]:
+    """n calls spread over `concurrency` threads, each with its own make_call(); the durations and the wall time."""
+    per_thread = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
     durations: list[float] = []
     lock = threading.Lock()
-    bar = tqdm(total=n, desc=desc, disable=not progress, leave=False)
     ready = threading.Barrier(concurrency + 1)
 
-    def worker(count: int) -> None:
-        call = make_call()
-        for _ in range(warmup):
-            call()
+    def client(count: int) -> None:
+        try:
+            call = make_call()
+            for _ in range(warmup):
+                call()
+        except BaseException:
+            ready.abort()  # the other clients and this thread stop waiting; the error is raised below
+            raise
         ready.wait()
-        mine = []
-        for _ in range(count):
-            t0 = time.perf_counter()
-            call()
-            mine.append(time.perf_counter() - t0)
-            bar.update()
+        mine = _durations(call, count, bar)
         with lock:
             durations.extend(mine)
 
     with ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(worker, count) for count in per_worker]
-        ready.wait()
+        futures = [pool.submit(client, count) for count in per_thread]
+        with contextlib.suppress(threading.BrokenBarrierError):
+            ready.wait()
         started = time.perf_counter()
-        for future in futures:
-            future.result()
+        errors = [error for error in (f.exception() for f in futures) if error is not None]
         wall = time.perf_counter() - started
-    bar.close()
-    return LatencyStats.from_seconds(durations, wall, concurrency)
+    if errors:
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    return durations, wall
 
 
-def http_caller(
-    method: str, url: str, expect_status: int = 200, **request_kwargs: Any
-) -> Callable[[], Callable[[], Any]]:
-    """A make_call factory: each thread gets its own requests.Session; a wrong status raises."""
+def _http_call(method: str, url: str, expect_status: int = 200, **request_kwargs: Any) -> Callable[[], Any]:
+    """One client's call: its own requests.Session, one request per call; a wrong status raises."""
+    session = requests.Session()
 
-    def make_call() -> Callable[[], Any]:
-        session = requests.Session()
+    def call() -> requests.Response:
+        response = session.request(method, url, timeout=30, **request_kwargs)
+        if response.status_code != expect_status:
+            raise RuntimeError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+        return response
 
-        def call() -> requests.Response:
-            response = session.request(method, url, timeout=30, **request_kwargs)
-            if response.status_code != expect_status:
-                raise RuntimeError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
-            return response
-
-        return call
-
-    return make_call
+    return call
 
 
 def http_latency(
@@ -205,11 +220,15 @@ def http_latency(
     desc: str | None = None,
     **request_kwargs: Any,
 ) -> LatencyStats:
-    """End-to-end latency of n HTTP requests with `concurrency` clients (1 = the source's sequential loop)."""
-    make_call = http_caller(method, url, **request_kwargs)
+    """End-to-end latency of n HTTP requests with `concurrency` clients (1 = the source's sequential loop).
+
+    Each client has its own session and sends its warm-up requests first; the n timed requests are spread evenly.
+    """
     if concurrency == 1:
-        return time_calls(make_call(), n=n, warmup=warmup, progress=progress, desc=desc)
-    return concurrent_calls(make_call, n=n, concurrency=concurrency, warmup=warmup, progress=progress, desc=desc)
+        return time_calls(_http_call(method, url, **request_kwargs), n, warmup, progress, desc)
+    with _progress_bar(n, progress, desc) as bar:
+        durations, wall = _in_threads(lambda: _http_call(method, url, **request_kwargs), n, concurrency, warmup, bar)
+    return LatencyStats.from_seconds(durations, wall, concurrency)
 
 
 def stats_table(results: dict[str, LatencyStats]) -> Any:

@@ -1,16 +1,15 @@
 """Notebook 01's three deployment patterns, measured on one iris model: batch file scoring, and the summary table/plot.
 
 Real-time scoring goes through ``course_lib.apps.iris_flask`` and ``course_lib.bench.http_latency``; edge scoring
-through an ONNX export (``course_lib.serialization``) and ``course_lib.bench.time_calls``. This module adds what
-is specific to the comparison: a generated batch file, a batch job, calls timed in turn (the stages of one request,
-HTTP against in-process inference), a Japanese summary of latency, and the table and plot next to the source's orders of
-magnitude.
+through an ONNX export (``course_lib.serialization``) and ``course_lib.bench.time_calls``; the stages of one request
+are timed in turn by ``course_lib.bench.interleaved_calls``. This module adds what is specific to the comparison: a
+generated batch file, a batch job, a Japanese summary of latency, and the table and plot next to the source's orders
+of magnitude.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ __all__ = [
     "BatchResult",
     "write_batch_file",
     "score_batch_file",
-    "interleaved_calls",
     "describe_latency",
     "format_ms",
     "pattern_table",
@@ -107,26 +105,6 @@ def score_batch_file(model: Any, in_path: str | Path, out_path: str | Path, chun
             result.to_csv(out_path, mode="w" if i == 0 else "a", header=i == 0, index=False)
             rows += len(chunk)
     return BatchResult(rows, time.perf_counter() - started, out_path)
-
-
-def interleaved_calls(calls: Mapping[str, Callable[[], Any]], n: int = 100, warmup: int = 5) -> dict[str, LatencyStats]:
-    """Call every function once per round, in turn, for n rounds; return each one's latency over the same rounds.
-
-    course_lib.bench.paired_calls for any number of calls: a change of machine load hits every call alike, and sample
-    i of every result comes from round i, so per-round sums and differences can be taken.
-    """
-    if not calls:
-        raise ValueError("no calls to time")
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(n):
-        for name, fn in calls.items():
-            started = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - started)
-    return {name: LatencyStats.from_seconds(seconds) for name, seconds in samples.items()}
 
 
 def describe_latency(stats: LatencyStats) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 
+import numpy as np
 import pytest
+from fastapi import FastAPI, Request
 from flask import Flask
 
-from course_lib.bench import LatencyStats, concurrent_calls, http_latency, paired_calls, stats_table, time_calls
+from course_lib.bench import LatencyStats, http_latency, interleaved_calls, paired_calls, stats_table, time_calls
 from course_lib.servers import serve
 
 # Skewed on purpose: mean, median, p95 and p99 all differ, so a statistic that returns another one fails.
@@ -62,7 +65,42 @@ def test_time_calls_times_the_n_calls_after_the_warmup():
     assert stats.wall_s >= 20 * 0.02
 
 
-def test_paired_calls_alternate_in_blocks_and_keep_each_side_apart():
+SLOW_S = 0.05
+
+
+def test_interleaved_calls_time_each_call_in_turn_and_keep_its_own_rounds():
+    order: list[str] = []
+    slow_round = 3  # the slow call sleeps in this timed round only (after 2 warm-up rounds)
+
+    def fast():
+        order.append("fast")
+
+    def slow():
+        order.append("slow")
+        if order.count("slow") == 2 + slow_round + 1:
+            time.sleep(SLOW_S)
+
+    stats = interleaved_calls({"fast": fast, "slow": slow}, n=6, warmup=2)
+    assert order == ["fast", "slow"] * 8  # warm-up and timed rounds alternate call by call
+    assert list(stats) == ["fast", "slow"] and stats["fast"].n == stats["slow"].n == 6
+    # The sleep lands in the slow call's own sample of that round (a sleep never ends early), not in the other call's.
+    assert stats["slow"].samples_ms[slow_round] >= SLOW_S * 1000
+    assert int(np.argmax(stats["slow"].samples_ms)) == slow_round
+    assert stats["fast"].samples_ms.max() < stats["slow"].samples_ms[slow_round] / 2
+    with pytest.raises(ValueError, match="no calls"):
+        interleaved_calls({})
+
+
+def test_interleaved_calls_in_blocks_start_each_block_with_one_untimed_call():
+    order: list[str] = []
+    calls = {name: lambda name=name: order.append(name) for name in "abc"}
+    stats = interleaved_calls(calls, n=5, warmup=1, block=3)
+    # warm-up round; then per call one untimed call and a block of up to 3 timed calls
+    assert "".join(order) == "abc" + "aaaa" + "bbbb" + "cccc" + "aaa" + "bbb" + "ccc"
+    assert [s.n for s in stats.values()] == [5, 5, 5]
+
+
+def test_paired_calls_return_first_s_stats_first():
     order: list[str] = []
 
     def first() -> None:
@@ -72,31 +110,11 @@ def test_paired_calls_alternate_in_blocks_and_keep_each_side_apart():
     def second() -> None:
         order.append("b")
 
-    a, b = paired_calls(first, second, n=5, warmup=1, block=3)
-    # warm-up a b; then per side one untimed call and a block of up to 3 timed calls
-    assert "".join(order) == "ab" + "aaaa" + "bbbb" + "aaa" + "bbb"
-    assert a.n == b.n == 5
-    assert min(a.samples_ms) >= 20.0  # first's samples are first's: swapped, they would be near zero
-    order.clear()
-    paired_calls(first, second, n=3, warmup=0, block=1)
+    a, b = paired_calls(first, second, n=3, warmup=0)
     assert "".join(order) == "ababab"
-
-
-def test_concurrent_calls_spreads_the_calls_over_exactly_the_threads_asked_for():
-    per_thread: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def make_call():
-        def call():
-            with lock:
-                ident = threading.get_ident()
-                per_thread[ident] = per_thread.get(ident, 0) + 1
-
-        return call
-
-    stats = concurrent_calls(make_call, n=41, concurrency=4, warmup=1)
-    assert stats.n == 41 and stats.concurrency == 4
-    assert sorted(per_thread.values()) == [11, 11, 11, 12]  # 41 timed calls split 10/10/10/11, plus 1 warm-up each
+    assert a.n == b.n == 3
+    assert min(a.samples_ms) >= 20.0  # first's samples are first's: swapped, they would be near zero
+    assert max(b.samples_ms) < 20.0
 
 
 def overlap_app(concurrency: int, work_s: float = 0.0) -> tuple[Flask, dict[str, int]]:
@@ -137,6 +155,23 @@ def test_http_latency_with_3_clients_has_3_requests_in_flight_at_once():
     assert seen["peak"] == 3  # concurrent, and not more clients than asked for
 
 
+def test_http_latency_spreads_the_requests_evenly_over_the_clients():
+    app = FastAPI()
+    per_client: Counter[int] = Counter()  # each client keeps its connection open (uvicorn keeps it alive): its port
+    lock = threading.Lock()
+
+    @app.get("/ok")
+    def ok(request: Request) -> dict[str, bool]:
+        with lock:
+            per_client[request.client.port] += 1
+        return {"ok": True}
+
+    with serve(app) as server:
+        stats = http_latency("GET", server.url + "/ok", n=41, concurrency=4, warmup=1)
+    assert stats.n == 41 and stats.concurrency == 4
+    assert sorted(per_client.values()) == [11, 11, 11, 12]  # 41 timed requests split 10/10/10/11, plus 1 warm-up each
+
+
 def test_sequential_http_latency_sends_one_request_at_a_time():
     # 5 ms of work per request: long enough for a second request to arrive if the client did not wait
     app, seen = overlap_app(1, work_s=0.005)
@@ -153,6 +188,8 @@ def test_http_latency_raises_on_a_wrong_status_and_the_table_has_one_row_per_lab
     with serve(app) as server:
         with pytest.raises(RuntimeError, match="GET .*/missing answered 404"):
             http_latency("GET", server.url + "/missing", n=1, warmup=0)
+        with pytest.raises(RuntimeError, match="GET .*/missing answered 404"):  # in a client's warm-up: no hang
+            http_latency("GET", server.url + "/missing", n=6, concurrency=3, warmup=1)
         ok = http_latency("GET", server.url + "/ok", n=5, warmup=0)
     skewed = LatencyStats.from_seconds([ms / 1000 for ms in SKEWED_MS], wall_s=0.5)
     table = stats_table({"ok": ok, "skewed": skewed})

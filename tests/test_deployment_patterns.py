@@ -1,6 +1,6 @@
 """course_lib.deployment_patterns: the batch job scores every row as the model does, in chunks, and times the whole job;
-calls timed in turn keep each call's own samples round by round; the Japanese summary and the reading table show each
-time with its unit; the table shows each pattern's own statistic; the plot draws every pattern."""
+the Japanese summary and the reading table show each time with its unit; the table shows each pattern's own
+statistic; the plot draws every pattern."""
 
 from __future__ import annotations
 
@@ -24,21 +24,14 @@ from course_lib.deployment_patterns import (
     BatchResult,
     describe_latency,
     format_ms,
-    interleaved_calls,
     pattern_table,
     plot_patterns,
     score_batch_file,
     table_for_reading,
     write_batch_file,
 )
-from course_lib.models import train_iris_forest
 
 CALL_S = 0.03
-
-
-@pytest.fixture(scope="module")
-def model():
-    return train_iris_forest()[0]
 
 
 class RecordingModel:
@@ -66,23 +59,23 @@ def test_batch_file_has_ids_and_the_four_features_and_is_reproducible(tmp_path):
 
 
 @pytest.mark.parametrize("chunk_rows", [1000, 333, 7])
-def test_batch_scoring_matches_the_model_row_by_row(tmp_path, model, chunk_rows):
+def test_batch_scoring_matches_the_model_row_by_row(tmp_path, forest, chunk_rows):
     path = write_batch_file(tmp_path / "rows.csv", 1000, seed=2)
-    result = score_batch_file(model, path, tmp_path / "out" / "scored.csv", chunk_rows=chunk_rows)
+    result = score_batch_file(forest, path, tmp_path / "out" / "scored.csv", chunk_rows=chunk_rows)
     scored = pd.read_csv(result.output)
     features = pd.read_csv(path)[IRIS_FEATURES].to_numpy(dtype=np.float32)
-    expected = model.predict(features)
+    expected = forest.predict(features)
     assert result.rows == len(scored) == 1000
     assert scored["id"].tolist() == list(range(1000))
     assert scored["class_id"].tolist() == expected.tolist()
     assert scored["prediction"].tolist() == [IRIS_CLASSES[c] for c in expected]
     assert len(set(expected)) == 3  # the file exercises every class, so a constant answer would fail
     probabilities = scored[[f"p_{name}" for name in IRIS_CLASSES]].to_numpy()
-    np.testing.assert_allclose(probabilities, model.predict_proba(features), atol=1e-4)
+    np.testing.assert_allclose(probabilities, forest.predict_proba(features), atol=1e-4)
 
 
-def test_batch_job_scores_in_chunks_and_its_time_spans_every_chunk(tmp_path, model):
-    recording = RecordingModel(model)
+def test_batch_job_scores_in_chunks_and_its_time_spans_every_chunk(tmp_path, forest):
+    recording = RecordingModel(forest)
     path = write_batch_file(tmp_path / "rows.csv", 1000, seed=3)
     started = time.perf_counter()
     result = score_batch_file(recording, path, tmp_path / "scored.csv", chunk_rows=120)
@@ -95,9 +88,9 @@ def test_batch_job_scores_in_chunks_and_its_time_spans_every_chunk(tmp_path, mod
     assert result.ms_per_row == pytest.approx(result.seconds * 1000 / 1000)
 
 
-def test_table_shows_each_pattern_s_own_statistic(tmp_path, model):
+def test_table_shows_each_pattern_s_own_statistic(tmp_path, forest):
     path = write_batch_file(tmp_path / "rows.csv", 500, seed=4)
-    batch = score_batch_file(model, path, tmp_path / "scored.csv")
+    batch = score_batch_file(forest, path, tmp_path / "scored.csv")
     # Skewed samples: mean, p50 and p95 differ, so a table that shows the wrong statistic fails.
     realtime = LatencyStats.from_seconds([0.003, 0.004, 0.005, 0.006, 0.100], wall_s=0.2)
     edge = LatencyStats.from_seconds([0.0001, 0.0002, 0.0003, 0.0004, 0.0100], wall_s=0.02)
@@ -118,9 +111,9 @@ def test_table_shows_each_pattern_s_own_statistic(tmp_path, model):
     assert [table.loc[name, "source_order"] for name in SOURCE_ORDERS] == [text for *_, text in SOURCE_ORDERS.values()]
 
 
-def test_plot_draws_every_pattern_within_its_axes(tmp_path, model):
+def test_plot_draws_every_pattern_within_its_axes(tmp_path, forest):
     path = write_batch_file(tmp_path / "rows.csv", 200, seed=5)
-    batch = score_batch_file(model, path, tmp_path / "scored.csv")
+    batch = score_batch_file(forest, path, tmp_path / "scored.csv")
     realtime = LatencyStats.from_seconds([0.004, 0.005, 0.006], wall_s=0.015)
     edge = LatencyStats.from_seconds([0.0001, 0.0002, 0.0003], wall_s=0.0006)
     table = pattern_table(batch, realtime, edge)
@@ -133,32 +126,6 @@ def test_plot_draws_every_pattern_within_its_axes(tmp_path, model):
     low, high = rate_ax.get_xlim()
     assert low < min(table["predictions_per_s"]) and max(table["predictions_per_s"]) < high
     assert len(rate_ax.patches) == len(table)  # one throughput bar per pattern
-
-
-SLOW_S = 0.05
-
-
-def test_interleaved_calls_time_each_call_in_turn_and_keep_its_own_rounds():
-    order: list[str] = []
-    slow_round = 3  # the slow call sleeps in this timed round only (after 2 warm-up rounds)
-
-    def fast():
-        order.append("fast")
-
-    def slow():
-        order.append("slow")
-        if order.count("slow") == 2 + slow_round + 1:
-            time.sleep(SLOW_S)
-
-    stats = interleaved_calls({"fast": fast, "slow": slow}, n=6, warmup=2)
-    assert order == ["fast", "slow"] * 8  # warm-up and timed rounds alternate call by call
-    assert list(stats) == ["fast", "slow"] and stats["fast"].n == stats["slow"].n == 6
-    # The sleep lands in the slow call's own sample of that round (a sleep never ends early), not in the other call's.
-    assert stats["slow"].samples_ms[slow_round] >= SLOW_S * 1000
-    assert int(np.argmax(stats["slow"].samples_ms)) == slow_round
-    assert stats["fast"].samples_ms.max() < stats["slow"].samples_ms[slow_round] / 2
-    with pytest.raises(ValueError, match="no calls"):
-        interleaved_calls({})
 
 
 @pytest.mark.parametrize(
