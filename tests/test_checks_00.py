@@ -90,55 +90,24 @@ def test_add_check_rejects_a_mistake(kind, message):
 # Exercise 3: the health probe
 
 
-def solution(url: str) -> bool:
-    try:
-        return requests.get(url + "/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+def probe(path="/health", timeout=2.0, healthy=lambda status: status == 200, catch=requests.RequestException):
+    """The solution's probe; each argument lets a test make a learner's mistake (timeout=None waits forever)."""
+
+    def is_healthy(url: str) -> bool:
+        try:
+            return healthy(requests.get(url + path, timeout=timeout).status_code)
+        except catch:
+            return False
+
+    return is_healthy
 
 
 def test_health_check_accepts_the_solution():
-    checks_00.check_health_probe(solution)
-
-
-def any_reply(url):
-    try:
-        requests.get(url + "/health", timeout=2)
-        return True
-    except requests.RequestException:
-        return False
-
-
-def wrong_path(url):
-    try:
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def below_500(url):
-    try:
-        return requests.get(url + "/health", timeout=2).status_code < 500
-    except requests.RequestException:
-        return False
-
-
-def not_404(url):
-    try:
-        return requests.get(url + "/health", timeout=2).status_code != 404
-    except requests.RequestException:
-        return False
+    checks_00.check_health_probe(probe())
 
 
 def no_try(url):
     return requests.get(url + "/health", timeout=2).status_code == 200
-
-
-def connection_errors_only(url):
-    try:
-        return requests.get(url + "/health", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def the_response(url):
@@ -148,40 +117,26 @@ def the_response(url):
         return False
 
 
-def no_timeout(url):
-    try:
-        return requests.get(url + "/health").status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def long_timeout(url):
-    try:
-        return requests.get(url + "/health", timeout=30).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 @pytest.mark.parametrize(
-    ("probe", "message"),
+    ("wrong", "message"),
     [
-        (any_reply, "404（そのパスがない）のサーバーで True"),
-        (wrong_path, "200 と答えるサーバーで False"),
-        (below_500, "404（そのパスがない）のサーバーで True"),
-        (not_404, "500（サーバー内部のエラー）のサーバーで True"),
+        (probe(healthy=lambda status: True), "404（そのパスがない）のサーバーで True"),
+        (probe(path="/healthz"), "200 と答えるサーバーで False"),
+        (probe(healthy=lambda status: status < 500), "404（そのパスがない）のサーバーで True"),
+        (probe(healthy=lambda status: status != 404), "500（サーバー内部のエラー）のサーバーで True"),
         (no_try, "動いていないポートで例外 ConnectionError"),
-        (connection_errors_only, "応答しないサーバーで例外 ReadTimeout"),
+        (probe(catch=requests.ConnectionError), "応答しないサーバーで例外 ReadTimeout"),
         (the_response, "True か False（bool）を返してください"),
     ],
-    ids=lambda value: getattr(value, "__name__", ""),
+    ids=["any reply", "wrong path", "below 500", "not 404", "no try", "connection errors only", "the response"],
 )
-def test_health_check_rejects_a_mistake(probe, message):
+def test_health_check_rejects_a_mistake(wrong, message):
     with pytest.raises(AssertionError, match=message):
-        checks_00.check_health_probe(probe)
+        checks_00.check_health_probe(wrong)
 
 
-@pytest.mark.parametrize("probe", [no_timeout, long_timeout], ids=lambda f: f.__name__)
-def test_health_check_rejects_a_probe_that_waits_too_long_and_ends_itself(probe, monkeypatch):
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no timeout", "long timeout"])
+def test_health_check_rejects_a_probe_that_waits_too_long_and_ends_itself(timeout, monkeypatch):
     monkeypatch.setattr(checks_00, "PROBE_LIMIT_S", 3.0)  # the probe never returns in time: no need to wait 10 s
     with pytest.raises(AssertionError, match="3 秒たっても返りませんでした"):
-        checks_00.check_health_probe(probe)
+        checks_00.check_health_probe(probe(timeout=timeout))
