@@ -13,8 +13,8 @@ from bench.report import MET, REPORT_ONLY, UNMET, Goal, Row, goal_summary, machi
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-# The three goals the run before goals were judged missed without a word (issue 17), and rows around them.
-LAST_RUN = [
+# Figures of a real run: three unmet goals first, then a met goal and a report-only row.
+MEASURED = [
     Row("image_api", "digits: end-to-end p50 / in-process p50 (torch)", 1.33, goal=Goal("<=", 1.10)),
     Row("image_api", "digits: end-to-end p50 / in-process p50 (onnx)", 1.87, goal=Goal("<=", 1.10)),
     Row("image_api", "ResNet-50: eager p50 / onnxruntime p50 (in-process)", 1.28, goal=Goal(">=", 1.5)),
@@ -64,12 +64,12 @@ def test_unknown_comparison_is_refused(op):
 
 
 def test_row_verdict_met_unmet_and_report_only():
-    assert [row.verdict for row in LAST_RUN] == [UNMET, UNMET, UNMET, MET, REPORT_ONLY]
+    assert [row.verdict for row in MEASURED] == [UNMET, UNMET, UNMET, MET, REPORT_ONLY]
     assert (MET, UNMET, REPORT_ONLY) == ("✅", "❌", "report only")
 
 
 def test_table_names_the_machine_and_shows_goal_and_verdict_per_row():
-    table = markdown_table(LAST_RUN[:1] + LAST_RUN[3:])
+    table = markdown_table(MEASURED[:1] + MEASURED[3:])
     lines = table.splitlines()
     assert lines[0] == machine_line() and f"{os.cpu_count()} cores" in lines[0]
     assert lines[2] == "| benchmark | metric | measured | goal | met |"
@@ -98,8 +98,8 @@ def test_measured_value_shows_enough_digits_to_agree_with_its_verdict(value, goa
 
 
 def test_summary_lists_exactly_the_unmet_goals_with_value_and_goal():
-    assert unmet(LAST_RUN) == LAST_RUN[:3]
-    assert goal_summary(LAST_RUN).splitlines() == [
+    assert unmet(MEASURED) == MEASURED[:3]
+    assert goal_summary(MEASURED).splitlines() == [
         "goals: 1 met, 3 unmet, 1 report only",
         "",
         "❌ unmet goals:",
@@ -110,13 +110,13 @@ def test_summary_lists_exactly_the_unmet_goals_with_value_and_goal():
 
 
 def test_summary_when_every_goal_is_met_or_there_is_none():
-    assert goal_summary(LAST_RUN[3:]) == "goals: 1 met, 0 unmet, 1 report only — every goal met"
-    assert goal_summary(LAST_RUN[4:]) == "goals: 0 met, 0 unmet, 1 report only"
+    assert goal_summary(MEASURED[3:]) == "goals: 1 met, 0 unmet, 1 report only — every goal met"
+    assert goal_summary(MEASURED[4:]) == "goals: 0 met, 0 unmet, 1 report only"
 
 
 def _measured_run(quick: bool = False) -> list[Row]:
     """A benchmark whose figures are given: one met, one unmet goal and a report-only row (quick halves none)."""
-    return [LAST_RUN[3], LAST_RUN[0], LAST_RUN[4]]
+    return [MEASURED[3], MEASURED[0], MEASURED[4]]
 
 
 def _broken_run(quick: bool = False) -> list[Row]:

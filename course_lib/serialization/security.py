@@ -1,4 +1,8 @@
-"""A harmless pickle payload that shows loading a pickle runs code, and safe-loading helpers."""
+"""A harmless pickle payload that shows that loading a pickle runs code.
+
+The safe ways to load a model (skops with named trusted types, torch.load with weights_only=True) are the
+loaders in course_lib.serialization.formats; each Format says in untrusted_safe whether a stranger's file may be loaded.
+"""
 
 from __future__ import annotations
 
