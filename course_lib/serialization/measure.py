@@ -66,8 +66,8 @@ def load_time_ms(fmt: Format, path: Path, repeats: int = 5) -> tuple[float, Pred
 def torch_thread_count(threads: int | None) -> Iterator[None]:
     """Run the block with PyTorch's intra-op thread count set to threads (None: leave it as it is).
 
-    One thread times the format rather than OpenMP's thread scheduling on a busy machine (see
-    `course_lib.bench.paired_calls`).
+    One thread times the format rather than how the scheduler serves OpenMP's threads on a busy machine (why a
+    thread pool distorts timings: `course_lib.bench.interleaved_calls`).
     """
     previous = torch.get_num_threads()
     if threads is not None:
