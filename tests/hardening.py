@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import requests
+from fastapi.routing import iter_route_contexts
 from helpers import open_fds, settled_thread_count
 from soak import Call
 
@@ -95,7 +96,7 @@ def routes(app: Any) -> Iterator[tuple[str, str]]:
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 yield method, re.sub(r"<[^>]+>", "x", rule.rule)
     else:
-        for route in app.routes:
+        for route in iter_route_contexts(app.routes):  # also the routes of a router added by include_router
             for method in sorted(getattr(route, "methods", None) or {"GET"}):
                 if method != "HEAD":
                     yield method, re.sub(r"\{[^}]+\}", "x", route.path)
