@@ -5,8 +5,8 @@ The ResNet-18 has seeded random weights (no download): its predictions mean noth
 onnxruntime runs the file export_onnx writes. Each pair is measured twice: with 1 intra-op thread in both
 runtimes, and with both at all cores. On a machine shared with other work, torch's OpenMP threads wait for each
 other at every layer when a core is busy elsewhere, so the all-cores figures swing much more than the 1-thread
-ones. onnxruntime's thread-pool spin-waiting is turned off so that it does not steal the core from the eager
-call that follows it.
+ones. onnxruntime's thread-pool spin-waiting is turned off (`onnx_session(..., spinning=False)`) so that it does
+not steal the core from the eager call that follows it. ResNet-50 with int8 is bench_onnx_speed's.
 """
 
 from __future__ import annotations
@@ -24,17 +24,9 @@ from bench.report import Row
 from course_lib.bench import paired_calls
 from course_lib.data import iris_rows
 from course_lib.models import train_simple_nn
-from course_lib.serialization import export_onnx, onnx_run
+from course_lib.serialization import export_onnx, onnx_run, onnx_session
 
 NAME = "onnx_vs_eager"
-
-
-def session_for(onnx_path: Path, threads: int) -> onnxruntime.InferenceSession:
-    """A CPU session with `threads` intra-op threads and no spin-waiting between runs."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def paired_p50(
@@ -45,7 +37,7 @@ def paired_p50(
     With one thread they alternate call by call; with more, in blocks of 5 after an untimed call, because torch's
     OpenMP threads keep spinning for a moment after a call and would slow down onnxruntime's next one.
     """
-    session = session_for(onnx_path, threads)
+    session = onnx_session(onnx_path, threads=threads, spinning=False)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -16,6 +16,7 @@ import onnxruntime
 import torch
 
 # Loggers of the exporter's toolchain that log INFO/WARNING lines while optimising a graph.
+SPINNING_KEY = "session.intra_op.allow_spinning"  # onnxruntime's session config entry for the intra-op pool
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir", "skl2onnx")
 
 
@@ -90,11 +91,22 @@ def first_forward_arg(model: torch.nn.Module) -> str:
     return params[0].name
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """An onnxruntime CPU session for path; threads sets the intra-op thread count (default: runtime's choice)."""
+def onnx_session(
+    path: str | Path, threads: int | None = None, spinning: bool | None = None
+) -> onnxruntime.InferenceSession:
+    """An onnxruntime CPU session for path, with every graph optimization (ORT_ENABLE_ALL, onnxruntime's default).
+
+    threads: intra-op threads (None: onnxruntime's default, one per physical core). spinning: whether the pool's
+    threads spin-wait for the next piece of work instead of sleeping (None: onnxruntime's default, on) — spinning
+    saves the wake-up between operators, but a spinning thread keeps its core busy after a run, so turn it off when
+    the process shares its cores with other work (another runtime, server threads, other processes).
+    """
     options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
         options.intra_op_num_threads = threads
+    if spinning is not None:
+        options.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
     return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 

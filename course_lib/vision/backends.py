@@ -1,4 +1,5 @@
-"""Inference backends for a classifier: PyTorch eager, or onnxruntime running the same model exported to ONNX."""
+"""Inference backends for a classifier: PyTorch eager, onnxruntime on the model exported to ONNX, and onnxruntime
+on that model quantized to int8 (checked against fp32 when it starts)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from course_lib.vision.classifier import Classifier
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 class TorchBackend:
@@ -28,20 +29,31 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """Export the classifier's model to ONNX (dynamic batch) and run it with onnxruntime."""
+    """Export the classifier's model to ONNX (dynamic batch) and run it with onnxruntime (`onnx_session`).
+
+    path: where the .onnx file goes (default: a temporary directory that lives as long as the backend).
+    threads, spinning: the session's intra-op threads and spin-waiting, as `onnx_session` takes them.
+    """
 
     name = "onnx"
 
-    def __init__(self, classifier: Classifier, path: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        path: str | Path | None = None,
+        threads: int | None = None,
+        spinning: bool | None = None,
+    ) -> None:
         from course_lib.serialization import export_onnx, onnx_session
 
         self.classifier = classifier
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="course-onnx-")
             path = Path(self._tmp.name) / f"{classifier.name}.onnx"
-        self.path = Path(path)
-        export_onnx(classifier.model, classifier.example_input(2), self.path, dynamic_batch=True)
-        self.session: Any = onnx_session(self.path, threads=threads)
+        self.fp32_path = Path(path)
+        export_onnx(classifier.model, classifier.example_input(2), self.fp32_path, dynamic_batch=True)
+        self.path = self.fp32_path
+        self.session: Any = onnx_session(self.path, threads=threads, spinning=spinning)
         self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
@@ -51,10 +63,46 @@ class OnnxBackend:
         return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+class OnnxInt8Backend(OnnxBackend):
+    """The fp32 export quantized to int8 (`quantize_classifier`, cached), checked against fp32 before it serves.
+
+    At start-up the int8 and fp32 models classify a fixed set of inputs (`parity_inputs`); when their top-1 classes
+    agree on less than `min_agreement` of them (default: `required_agreement`), QuantizationParityError is raised
+    and nothing is served.
+    int8_path: an already quantized file to use instead (it is checked all the same); reduce_range: see
+    `quantize_onnx`. `parity` holds the measured agreement.
+    """
+
+    name = "onnx-int8"
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        path: str | Path | None = None,
+        threads: int | None = None,
+        spinning: bool | None = None,
+        int8_path: str | Path | None = None,
+        reduce_range: bool | None = None,
+        min_agreement: float | None = None,
+    ) -> None:
+        from course_lib.serialization import onnx_session
+        from course_lib.vision import quantize
+
+        super().__init__(classifier, path, threads=threads, spinning=spinning)
+        fp32_session = self.session
+        self.path = Path(int8_path) if int8_path else quantize.quantize_classifier(classifier, self.path, reduce_range)
+        self.session = onnx_session(self.path, threads=threads, spinning=spinning)
+        self.input_name = self.session.get_inputs()[0].name
+        threshold = quantize.required_agreement(classifier) if min_agreement is None else min_agreement
+        self.parity = quantize.check_parity(fp32_session, self.session, quantize.parity_inputs(classifier), threshold)
+
+
 def make_backend(classifier: Classifier, backend: str = "torch") -> TorchBackend | OnnxBackend:
-    """The backend called `backend` ("torch" or "onnx") for this classifier."""
+    """The backend called `backend` ("torch", "onnx" or "onnx-int8") for this classifier."""
     if backend == "torch":
         return TorchBackend(classifier)
     if backend == "onnx":
         return OnnxBackend(classifier)
+    if backend == "onnx-int8":
+        return OnnxInt8Backend(classifier)
     raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
