@@ -3,44 +3,33 @@
 Measured for the model `load_classifier("auto")` picks (digits when the ImageNet weights are not cached) and for
 the ResNet-50 *architecture* at 224×224 — the source's compute. Without cached ImageNet weights that network has
 seeded random weights: its predictions are meaningless, but its latency is that of the real model (same layers,
-same input size), and no weights are downloaded. Each backend's in-process and HTTP calls alternate, and so do
-eager and onnxruntime, in blocks of BLOCK calls (see `paired_calls`), so both sides of a ratio see the same machine
-load. Blocks rather than single calls: a thread pool (PyTorch's OpenMP team of the calling thread, onnxruntime's
-pool) keeps spinning for a moment after a call and would slow the other side's next call down. For the HTTP overhead
-this changed little when tried on the digits model (the end-to-end / in-process ratio moved by less than the
-run-to-run spread); it is kept for both pairs so that every ratio here is measured the same way.
+same input size), and no weights are downloaded. In process means `classifier.classify(photo, backend)`, the call
+each /predict request makes. Each backend's in-process and HTTP calls alternate, and so do eager and onnxruntime, in
+blocks of BLOCK calls, so both sides of a ratio see the same machine load (why blocks: `course_lib.bench.paired_calls`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from functools import partial
 
 import requests
 import torch
 
 from bench.report import Goal, Row
-from course_lib.apps.image_api import create_app
+from course_lib.apps.image_api import backend_of, create_app
 from course_lib.bench import LatencyStats, paired_calls
 from course_lib.servers import serve
-from course_lib.vision import benchmark_resnet50, decode_image, load_classifier, prediction, sample_images
-from course_lib.vision.backends import OnnxBackend, TorchBackend
-from course_lib.vision.classifier import Classifier
+from course_lib.vision import Backend, Classifier, benchmark_resnet50, load_classifier, sample_images
+from course_lib.vision.backends import OnnxBackend
 
 NAME = "image_api"
 BLOCK = 10  # the two sides of each ratio alternate in blocks of this many timed calls
 
 
-def in_process_call(classifier: Classifier, backend: TorchBackend | OnnxBackend, photo: bytes) -> Callable[[], dict]:
-    """What the /predict endpoint does, without HTTP: decode, preprocess, infer, top-5."""
-
-    def call() -> dict:
-        image = decode_image(photo)
-        started = time.perf_counter()
-        probs = backend.probabilities(classifier.batch([image]))[0]
-        return prediction(probs, classifier.categories, 5, (time.perf_counter() - started) * 1000, classifier.name)
-
-    return call
+def in_process_call(classifier: Classifier, backend: Backend, photo: bytes) -> Callable[[], dict]:
+    """What the /predict endpoint does, without HTTP: `classifier.classify(photo, backend)`."""
+    return partial(classifier.classify, photo, backend)
 
 
 def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, LatencyStats]:
@@ -51,7 +40,7 @@ def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, Latenc
     backends = {}
     for backend_name in ("torch", "onnx"):
         app = create_app(classifier, backend=backend_name)
-        backends[backend_name] = backend = app.state.backend
+        backends[backend_name] = backend = backend_of(app)
         with serve(app) as server, requests.Session() as session:  # keep-alive, as a real client would
             url = server.url + "/predict"
 
@@ -69,7 +58,6 @@ def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, Latenc
             )
         out[f"{backend_name} in-process"], out[f"{backend_name} http"] = local, remote
     eager, onnx = (in_process_call(classifier, backends[b], photo) for b in ("torch", "onnx"))
-    # In blocks: each runtime's threads spin for a moment after a call and would slow the other one down.
     out["eager"], out["onnxruntime"] = paired_calls(
         eager, onnx, n=n, warmup=warmup, block=BLOCK, progress=True, desc="eager vs onnxruntime"
     )

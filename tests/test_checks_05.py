@@ -11,7 +11,7 @@ import torch
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 
 from course_lib.exercises import checks_05
-from course_lib.vision import ImageError, decode_image, prediction
+from course_lib.vision import ImageError, decode_image, top_k
 
 
 def not_implemented(*args, **kwargs):
@@ -40,9 +40,9 @@ def decoded(upload: UploadFile):
 
 
 def correct_answer(probs, k, categories):
-    """The right body: the library's own answer (np.argsort, most likely first), under the key top_k."""
-    answer = prediction(probs, categories, k, 0.0, "")
-    return {"top_class": answer["top_class"], "confidence": answer["confidence"], "top_k": answer["top_5"]}
+    """The right body: the library's top_k (most likely first), its first entry as top_class and confidence."""
+    top = top_k(probs, categories, k)
+    return {"top_class": top[0]["class"], "confidence": top[0]["probability"], "top_k": top}
 
 
 def answer_with(top):
@@ -83,7 +83,7 @@ def test_top_k_check_accepts_probabilities_rounded_to_three_decimals(classifier)
 
 
 def test_top_k_check_rejects_missing_validation(classifier):
-    # prediction() clamps k into 1…classes, so top_k=0 would quietly answer 1 class instead of 422
+    # unvalidated, top_k=0 reaches the library's top_k, whose ValueError becomes a 500 instead of the 422
     with pytest.raises(AssertionError, match="422"):
         checks_05.check_top_k(lambda c: top_k_app(c, max_k=10_000), classifier)
 

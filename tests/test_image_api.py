@@ -12,7 +12,7 @@ import requests
 import torch
 from PIL import Image
 
-from course_lib.apps.image_api import MAX_BODY_BYTES, create_app
+from course_lib.apps.image_api import MAX_BODY_BYTES, backend_of, classifier_of, create_app
 from course_lib.servers import serve, serve_script
 from course_lib.vision import MAX_IMAGE_BYTES, encode_base64, sample_images
 
@@ -94,6 +94,22 @@ def test_onnx_and_torch_backends_agree(servers, name):
     assert torch_body["top_class"] == onnx_body["top_class"]
     for a, b in zip(torch_body["top_5"], onnx_body["top_5"], strict=True):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_both_routes_answer_what_classify_gives_with_the_apps_backend(classifier, backend):
+    app = create_app(classifier, backend=backend)
+    assert classifier_of(app) is classifier and backend_of(app).name == backend
+    data = SAMPLES["china.jpg"]
+    expected = classifier.classify(data, backend_of(app))
+    del expected["inference_time_ms"]  # the one key that differs from call to call
+    with serve(app) as server:
+        for body in (
+            upload(server.url, "china.jpg", data, "image/jpeg").json(),
+            requests.post(server.url + "/predict/base64", json={"image": encode_base64(data)}, timeout=30).json(),
+        ):
+            assert body.pop("inference_time_ms") > 0
+            assert body == expected
 
 
 class GatedModel(torch.nn.Module):

@@ -1,8 +1,9 @@
-"""course_lib.vision: decoding limits and conversions, Base64, the digits model, and model resolution."""
+"""course_lib.vision: decoding limits and conversions, Base64, the digits model, model resolution, and classify."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import re
@@ -24,11 +25,15 @@ from course_lib.vision import (
     decode_base64,
     decode_image,
     encode_base64,
+    format_answer,
     load_classifier,
     resolve_model_name,
     sample_images,
+    top_k,
 )
+from course_lib.vision.backends import OnnxBackend
 from course_lib.vision.classifier import imagenet_weights_path
+from course_lib.vision.digits import digits_resnet18
 
 
 def encoded(image: Image.Image, fmt: str, **save_kwargs) -> bytes:
@@ -212,10 +217,76 @@ def test_sample_images_decode_and_digits_are_recognised():
     assert decode_image(samples["china.jpg"]).size == (640, 427)
     classifier = load_classifier("digits")
     for index in range(3):
-        result = classifier.predict(samples[f"digit_{index}.png"])
+        result = classifier.classify(samples[f"digit_{index}.png"])
         assert result["top_class"] == str(index) and result["model"] == "digits"
         probabilities = [e["probability"] for e in result["top_5"]]
         assert probabilities == sorted(probabilities, reverse=True)
+
+
+def without_time(answer: dict) -> dict:
+    """An answer without inference_time_ms, the one key that differs from call to call."""
+    return {key: value for key, value in answer.items() if key != "inference_time_ms"}
+
+
+def test_classify_answers_the_api_body_from_the_models_probabilities(classifier):
+    data = sample_images()["digit_2.png"]
+    answer = classifier.classify(data)
+    assert set(answer) == {"top_class", "confidence", "top_5", "inference_time_ms", "model", "backend"}
+    assert answer["model"] == "digits" and answer["backend"] == "torch" and answer["top_class"] == "2"
+    probs = classifier.probabilities(classifier.batch([decode_image(data)]))[0]
+    order = np.argsort(-probs, kind="stable")[:5]
+    assert answer["top_5"] == [
+        {"class": classifier.categories[i], "probability": round(float(probs[i]), 6)} for i in order
+    ]
+    assert answer["top_5"][0] == {"class": answer["top_class"], "probability": answer["confidence"]}
+    assert answer["inference_time_ms"] > 0
+    assert without_time(classifier.classify(decode_image(data))) == without_time(answer)  # bytes or decoded alike
+
+
+def test_classify_raises_the_decoders_image_error_for_bytes_that_are_no_image(classifier):
+    with pytest.raises(ImageError, match="not a JPEG, PNG") as info:
+        classifier.classify(b"hello, world")
+    assert info.value.status == 415
+
+
+def test_classify_runs_the_given_backend_and_names_it(classifier):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        untrained = digits_resnet18().eval()  # another network, so the answer shows which one ran
+    backend = OnnxBackend(dataclasses.replace(classifier, model=untrained))
+    data = sample_images()["digit_2.png"]
+    answer = classifier.classify(data, backend)
+    assert answer["backend"] == "onnx" and answer["model"] == "digits"
+    probs = backend.probabilities(classifier.batch([decode_image(data)]))[0]
+    assert answer["top_5"] == top_k(probs, classifier.categories, 5)
+    assert answer["top_5"] != classifier.classify(data)["top_5"]
+
+
+def test_top_k_lists_the_k_most_likely_first_rounded_to_6_decimals_ties_in_category_order():
+    probs = np.array([0.1, 0.3, 0.05, 0.3, 0.2500004, 0.0])
+    categories = ["a", "b", "c", "d", "e", "f"]
+    assert top_k(probs, categories, 3) == [
+        {"class": "b", "probability": 0.3},
+        {"class": "d", "probability": 0.3},
+        {"class": "e", "probability": 0.25},
+    ]
+    assert [entry["class"] for entry in top_k(probs, categories, 6)] == ["b", "d", "e", "a", "c", "f"]
+    for k in (0, -1, 7):
+        with pytest.raises(ValueError, match="between 1 and 6"):
+            top_k(probs, categories, k)
+
+
+def test_format_answer_holds_the_top_5_and_names_model_and_backend():
+    probs = np.arange(10, dtype=np.float32) / 45
+    categories = [str(i) for i in range(10)]
+    assert format_answer(probs, categories, 1.23456, "digits", "onnx") == {
+        "top_class": "9",
+        "confidence": 0.2,
+        "top_5": top_k(probs, categories, 5),
+        "inference_time_ms": 1.235,
+        "model": "digits",
+        "backend": "onnx",
+    }
 
 
 def test_digits_model_trains_deterministically_into_an_empty_cache(tmp_path, monkeypatch):
@@ -266,7 +337,7 @@ def test_imagenet_loads_through_torchvision_from_the_hub_cache(empty_torch_home)
     assert classifier.categories[0] == "tench" and classifier.categories[207] == "golden retriever"
     assert torch.equal(classifier.model.fc.weight, weights["fc.weight"])
     assert not classifier.model.training
-    result = classifier.predict(sample_images()["china.jpg"])
+    result = classifier.classify(sample_images()["china.jpg"])
     assert result["model"] == "imagenet" and len(result["top_5"]) == 5
 
 

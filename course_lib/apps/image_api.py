@@ -1,12 +1,15 @@
-"""The image-classification API of notebook 05: multipart upload, Base64 JSON, health, and a demo page."""
+"""The image-classification API of notebook 05: multipart upload, Base64 JSON, health, and a demo page.
+
+`create_app` composes `routes` (each predict route answers `classifier.classify(data, backend)`) and
+`add_error_handlers`; `classifier_of(app)` and `backend_of(app)` give what an app serves.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -15,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from course_lib.apps.body_limit import BodySizeLimit
-from course_lib.vision import ImageError, decode_base64, decode_image, load_classifier, prediction
+from course_lib.vision import Backend, Classifier, ImageError, decode_base64, load_classifier
 from course_lib.vision.backends import make_backend
-from course_lib.vision.classifier import Classifier
 from course_lib.vision.decoding import MAX_IMAGE_BYTES
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -89,61 +91,80 @@ def create_app(classifier: Classifier | None = None, backend: str = "torch") -> 
     app.add_middleware(
         BodySizeLimit, max_bytes=MAX_BODY_BYTES, key="error", message="the request body is larger than {limit} bytes"
     )
+    add_error_handlers(app)
+    app.include_router(routes(classifier, engine))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.classifier, app.state.backend = classifier, engine  # read them through classifier_of / backend_of
+    return app
 
-    @app.exception_handler(ImageError)
-    def image_error(request: Request, exc: ImageError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    @app.exception_handler(HTTPException)
-    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+def classifier_of(app: FastAPI) -> Classifier:
+    """The classifier an app made by `create_app` serves."""
+    return app.state.classifier
 
-    @app.exception_handler(Exception)
-    def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        """A server fault → 500 JSON without details (uvicorn still logs the traceback for the operator)."""
-        return JSONResponse({"error": "internal server error; the failure was logged on the server"}, status_code=500)
 
-    @app.exception_handler(RequestValidationError)
-    def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # The input is not echoed back: a NaN or huge value in it would break the JSON answer.
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-        ]
-        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+def backend_of(app: FastAPI) -> Backend:
+    """The backend an app made by `create_app` runs its classifier with (the one its answers name)."""
+    return app.state.backend
 
-    def classify(data: bytes, k: int = 5) -> dict[str, Any]:
-        image = decode_image(data)
-        started = time.perf_counter()
-        probs = engine.probabilities(classifier.batch([image]))[0]
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return {**prediction(probs, classifier.categories, k, elapsed_ms, classifier.name), "backend": engine.name}
 
-    @app.get("/", include_in_schema=False)
+def routes(classifier: Classifier, backend: Backend) -> APIRouter:
+    """The demo page, /health and the two predict routes for one classifier and backend."""
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
     def demo_page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/health", response_model=Health)
+    @router.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         """Liveness and which model/backend this server runs."""
         return {
             "status": "ok",
             "model": classifier.name,
             "description": classifier.description,
-            "backend": engine.name,
+            "backend": backend.name,
             "classes": len(classifier.categories),
         }
 
-    @app.post("/predict", response_model=Prediction, responses=ERRORS)
+    @router.post("/predict", response_model=Prediction, responses=ERRORS)
     def predict(file: UploadFile = File(...)) -> dict[str, Any]:
         """Classify an uploaded image (multipart field `file`)."""
-        return classify(file.file.read(MAX_IMAGE_BYTES + 1))
+        return classifier.classify(file.file.read(MAX_IMAGE_BYTES + 1), backend)
 
-    @app.post("/predict/base64", response_model=Prediction, responses=ERRORS)
+    @router.post("/predict/base64", response_model=Prediction, responses=ERRORS)
     def predict_base64(body: Base64Image) -> dict[str, Any]:
         """Classify a Base64 image sent as JSON {"image": "..."}."""
-        return classify(decode_base64(body.image))
+        return classifier.classify(decode_base64(body.image), backend)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.state.classifier = classifier
-    app.state.backend = engine
-    return app
+    return router
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every error as JSON {"error": ...}: image faults with their 4xx, HTTP errors, 422s, and a bare 500."""
+    app.add_exception_handler(ImageError, image_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def image_error(request: Request, exc: ImageError) -> JSONResponse:
+    """An unreadable, oversized or disallowed image → its status (400, 413 or 415) and message."""
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """404, 405 and other HTTP errors as {"error": detail}, keeping their headers (Allow for a 405)."""
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A server fault → 500 JSON without details (uvicorn still logs the traceback for the operator)."""
+    return JSONResponse({"error": "internal server error; the failure was logged on the server"}, status_code=500)
+
+
+def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A request without the documented fields → 422 with where and why."""
+    # The input is not echoed back: a NaN or huge value in it would break the JSON answer.
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)

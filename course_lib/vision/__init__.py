@@ -1,16 +1,18 @@
-"""Image classification helpers: safe decoding, Base64, the classifier bundle, backends, sample images."""
+"""Image classification: safe decoding, Base64, the classifier bundle (`Classifier.classify`), backends, samples."""
 
 from course_lib.vision.classifier import (
     MODEL_ENV,
+    Backend,
     Classifier,
     WeightsUnavailableError,
     benchmark_resnet50,
     download_weights,
+    format_answer,
     imagenet_weights_path,
     load_classifier,
-    prediction,
     resolve_model_name,
     sample_images,
+    top_k,
 )
 from course_lib.vision.decoding import (
     ALLOWED_FORMATS,
@@ -27,6 +29,7 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_PIXELS",
     "MODEL_ENV",
+    "Backend",
     "Classifier",
     "ImageError",
     "WeightsUnavailableError",
@@ -35,9 +38,10 @@ __all__ = [
     "decode_image",
     "download_weights",
     "encode_base64",
+    "format_answer",
     "imagenet_weights_path",
     "load_classifier",
-    "prediction",
     "resolve_model_name",
     "sample_images",
+    "top_k",
 ]

@@ -1,4 +1,7 @@
-"""The classifier bundle: model + preprocessing + category names + which model it is (`load_classifier`)."""
+"""The classifier bundle: model + preprocessing + category names + which model it is (`load_classifier`).
+
+`Classifier.classify` is the one inference path of the image model: bytes or an image → the answer the API sends.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +12,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.datasets import load_sample_images
 from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
 
 from course_lib.vision.decoding import decode_image
-from course_lib.vision.digits import DIGIT_CLASSES, DigitsPreprocess, load_digits_model
+from course_lib.vision.digits import DIGIT_CLASSES, INPUT_SIZE, DigitsPreprocess, digit_png, load_digits_model
 
 MODEL_ENV = "COURSE_IMAGE_MODEL"
 MODEL_NAMES = ("auto", "imagenet", "digits")
 DOWNLOAD_COMMAND = "python -m course_lib download-weights"
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's rule: name-<sha256 prefix>.pth is checked on download
+EAGER = "torch"  # the backend name of a classifier's own PyTorch model run eagerly
+
+
+class Backend(Protocol):
+    """What runs a classifier's network: a name for answers and softmax probabilities (N, classes) for a batch."""
+
+    name: str
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray: ...
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -55,41 +69,53 @@ class Classifier:
         with torch.inference_mode():
             return torch.softmax(self.model(batch), dim=1).numpy()
 
-    def predict(self, image: Image.Image | bytes, k: int = 5) -> dict[str, Any]:
-        """Classify one image (PIL or encoded bytes) in process: top class, confidence, top-k, time."""
+    def classify(self, image: bytes | Image.Image, backend: Backend | None = None) -> dict[str, Any]:
+        """The body of the API's /predict answer for one image (encoded bytes or decoded), run by `backend`.
+
+        Bytes go through `decode_image` (an ImageError carries the 4xx status). `backend=None` runs this
+        classifier's own PyTorch model eagerly (named "torch"). inference_time_ms times the network only.
+        """
         if isinstance(image, bytes):
             image = decode_image(image)
+        batch = self.batch([image])
+        run, backend_name = (self.probabilities, EAGER) if backend is None else (backend.probabilities, backend.name)
         started = time.perf_counter()
-        probs = self.probabilities(self.batch([image]))[0]
-        return prediction(probs, self.categories, k, (time.perf_counter() - started) * 1000.0, self.name)
+        probs = run(batch)[0]
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return format_answer(probs, self.categories, elapsed_ms, self.name, backend_name)
 
 
-def prediction(probs: np.ndarray, categories: list[str], k: int, elapsed_ms: float, model: str) -> dict[str, Any]:
-    """The API's answer for one probability vector: top_class, confidence, top_k list, time and model."""
-    k = max(1, min(k, len(categories)))
+def top_k(probs: np.ndarray, categories: list[str], k: int) -> list[dict[str, Any]]:
+    """The k most likely classes, most likely first (ties keep category order): {"class", "probability"} each."""
+    if not 1 <= k <= len(categories):
+        raise ValueError(f"k must be between 1 and {len(categories)} (the number of classes), not {k}")
     order = np.argsort(-probs, kind="stable")[:k]
-    top = [{"class": categories[i], "probability": round(float(probs[i]), 6)} for i in order]
+    return [{"class": categories[i], "probability": round(float(probs[i]), 6)} for i in order]
+
+
+def format_answer(
+    probs: np.ndarray, categories: list[str], elapsed_ms: float, model: str, backend: str
+) -> dict[str, Any]:
+    """The API's answer for one probability vector: top_class, confidence, top_5, inference_time_ms, model, backend."""
+    top_5 = top_k(probs, categories, 5)
     return {
-        "top_class": top[0]["class"],
-        "confidence": top[0]["probability"],
-        "top_5": top,
+        "top_class": top_5[0]["class"],
+        "confidence": top_5[0]["probability"],
+        "top_5": top_5,
         "inference_time_ms": round(elapsed_ms, 3),
         "model": model,
+        "backend": backend,
     }
 
 
 def imagenet_weights_path() -> Path:
     """Where torchvision keeps (or would keep) the ResNet-50 ImageNet weights: $TORCH_HOME/hub/checkpoints/."""
-    from torchvision.models import ResNet50_Weights
-
     filename = ResNet50_Weights.DEFAULT.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def imagenet_classifier(download: bool = True) -> Classifier:
     """torchvision ResNet-50 with ResNet50_Weights.DEFAULT from the hub cache (downloaded first when allowed)."""
-    from torchvision.models import ResNet50_Weights, resnet50
-
     weights = ResNet50_Weights.DEFAULT
     path = imagenet_weights_path()
     if not path.exists():
@@ -110,8 +136,6 @@ def imagenet_classifier(download: bool = True) -> Classifier:
 
 def _resnet50_classifier(model: nn.Module, name: str, description: str, summary_ja: str) -> Classifier:
     """A Classifier around a ResNet-50 with the DEFAULT weights' preprocessing and ImageNet category names."""
-    from torchvision.models import ResNet50_Weights
-
     weights = ResNet50_Weights.DEFAULT
     return Classifier(
         name=name,
@@ -130,8 +154,6 @@ def benchmark_resnet50(seed: int = 0) -> Classifier:
     The time of a forward pass does not depend on the weight values, so random weights measure the same latency;
     their predictions are meaningless (the name "resnet50-random" says so in every answer).
     """
-    from torchvision.models import resnet50
-
     try:
         return imagenet_classifier(download=False)
     except WeightsUnavailableError:
@@ -160,8 +182,6 @@ def _how_to_get_weights(path: Path, reason: str) -> str:
 
 def digits_classifier(cache: Path | None = None) -> Classifier:
     """torchvision ResNet-18 trained on scikit-learn's digits (trained and cached on first use)."""
-    from course_lib.vision.digits import INPUT_SIZE
-
     model, held_out, cached = load_digits_model(cache)
     source = "loaded from cache" if cached else "trained just now and cached"
     trained = f"{source}; held-out accuracy {held_out:.3f}"
@@ -228,8 +248,6 @@ def download_weights(url: str | None = None, progress: bool = True) -> Path:
     SHA-256 prefix in its URL's name as torch.hub does (`resnet50-11ad3fa6.pth`), and by loading it into a
     ResNet-50. Any failure raises WeightsUnavailableError and leaves no file behind.
     """
-    from torchvision.models import ResNet50_Weights
-
     url = url or ResNet50_Weights.DEFAULT.url
     path = imagenet_weights_path()
     if path.exists():
@@ -256,8 +274,6 @@ def download_weights(url: str | None = None, progress: bool = True) -> Path:
 
 def _check_resnet50_weights(path: Path) -> None:
     """Raise ValueError unless the file holds a state dict that fits torchvision's ResNet-50 exactly."""
-    from torchvision.models import resnet50
-
     try:
         resnet50().load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - a broken file fails in many ways (zip, pickle, IndexError…)
@@ -266,10 +282,6 @@ def _check_resnet50_weights(path: Path) -> None:
 
 def sample_images() -> dict[str, bytes]:
     """Offline sample pictures as encoded files: scikit-learn's two photos (JPEG) and three digits (PNG)."""
-    from sklearn.datasets import load_sample_images
-
-    from course_lib.vision.digits import digit_png
-
     samples: dict[str, bytes] = {}
     photos = load_sample_images()
     for filename, pixels in zip(photos.filenames, photos.images, strict=True):
