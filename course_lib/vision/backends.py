@@ -3,7 +3,9 @@ on that model quantized to int8 (checked against fp32 when it starts)."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,9 @@ class OnnxBackend:
 
         self.classifier = classifier
         if path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="course-onnx-")
-            path = Path(self._tmp.name) / f"{classifier.name}.onnx"
+            folder = tempfile.mkdtemp(prefix="course-onnx-")
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)  # removed with the backend, or at exit
+            path = Path(folder) / f"{classifier.name}.onnx"
         self.fp32_path = Path(path)
         export_onnx(classifier.model, classifier.example_input(2), self.fp32_path, dynamic_batch=True)
         self.path = self.fp32_path
