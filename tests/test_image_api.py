@@ -1,4 +1,4 @@
-"""The image-classification API over real HTTP: both input routes, both backends, 30+ bad inputs, the CLI."""
+"""The image-classification API over real HTTP: both input routes, every backend, 30+ bad inputs, the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from course_lib.servers import serve, serve_script
 from course_lib.vision import MAX_IMAGE_BYTES, encode_base64, sample_images
 
 SAMPLES = sample_images()
-BACKENDS = ["torch", "onnx"]
+BACKENDS = ["torch", "onnx", "onnx-int8"]
 
 
 def _running(classifier, backend: str):
@@ -35,10 +35,15 @@ def onnx_server(classifier):
     yield from _running(classifier, "onnx")
 
 
+@pytest.fixture(scope="module")
+def onnx_int8_server(classifier):
+    yield from _running(classifier, "onnx-int8")
+
+
 @pytest.fixture
 def servers(request):
     """servers(backend) → base URL of a running API with that backend (started once per module)."""
-    return lambda backend: request.getfixturevalue(f"{backend}_server")
+    return lambda backend: request.getfixturevalue(f"{backend.replace('-', '_')}_server")
 
 
 def upload(url: str, name: str, data: bytes, mime: str = "image/png") -> requests.Response:
@@ -90,10 +95,18 @@ def test_base64_with_and_without_prefix_answers_like_the_upload(servers, classif
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_onnx_and_torch_backends_agree(servers, name):
-    torch_body, onnx_body = (upload(servers(b), name, SAMPLES[name]).json() for b in BACKENDS)
+    torch_body, onnx_body = (upload(servers(b), name, SAMPLES[name]).json() for b in ("torch", "onnx"))
     assert torch_body["top_class"] == onnx_body["top_class"]
     for a, b in zip(torch_body["top_5"], onnx_body["top_5"], strict=True):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_int8_backend_picks_the_class_torch_picks(servers, name):
+    """Parity of the quantized model on every sample image (its probabilities move by int8 rounding, not its pick)."""
+    torch_body, int8_body = (upload(servers(b), name, SAMPLES[name]).json() for b in ("torch", "onnx-int8"))
+    assert int8_body["backend"] == "onnx-int8" and int8_body["top_class"] == torch_body["top_class"]
+    assert int8_body["confidence"] == pytest.approx(torch_body["confidence"], abs=0.05)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
