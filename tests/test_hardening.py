@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from course_lib.apps.iris_schemas import MAX_BATCH
 from course_lib.data import iris_rows
 from course_lib.servers import serve
 from course_lib.vision import encode_base64, sample_images
+from course_lib.vision.backends import TorchBackend
 
 JSON = {"Content-Type": "application/json"}
 GOOD = {"features": [5.1, 3.5, 1.4, 0.2]}
@@ -58,16 +59,24 @@ def exploding_model_app(create_app: Callable[[Any], Any], _model: Any) -> Iterat
     yield create_app(Exploding())
 
 
+class ExplodingBackend(TorchBackend):
+    """The real torch backend, armed after the app's warm-up call: then every call fails with a secret message."""
+
+    armed = False
+
+    def probabilities(self, batch):
+        if self.armed:
+            raise RuntimeError(SECRET)
+        return super().probabilities(batch)
+
+
 @contextmanager
-def exploding_backend_app(classifier: Any) -> Iterator[Any]:
-    """The image app whose classifier raises inside the backend's batch call, restored afterwards."""
-    app = image_api.create_app(classifier, backend="torch")
-    original = classifier.batch
-    classifier.batch = lambda images: (_ for _ in ()).throw(RuntimeError(SECRET))
-    try:
-        yield app
-    finally:
-        classifier.batch = original
+def exploding_backend_app(classifier: Any, **settings: Any) -> Iterator[Any]:
+    """The image app (with create_app's settings) whose backend raises on every request."""
+    backend = ExplodingBackend(classifier)
+    app = image_api.create_app(classifier, backend=backend, **settings)
+    backend.armed = True
+    yield app
 
 
 @dataclass(frozen=True)
@@ -211,8 +220,18 @@ IMAGE = AppCase(
     fuzz_excluded=(positive_data_acceptance,),
 )
 
+# The same image API with dynamic batching, on the int8 backend: every check again, with requests sharing batches.
+BATCHED = {"max_batch": 8, "max_wait_ms": 2}
+IMAGE_BATCHED_INT8 = replace(
+    IMAGE,
+    name="image_api_batched_int8",
+    build=lambda classifier: image_api.create_app(classifier, backend="onnx-int8", **BATCHED),
+    seed=4,
+    crashing=lambda classifier: exploding_backend_app(classifier, **BATCHED),
+)
 
-@pytest.fixture(scope="module", params=[FLASK, FASTAPI, IMAGE], ids=lambda case: case.name)
+
+@pytest.fixture(scope="module", params=[FLASK, FASTAPI, IMAGE, IMAGE_BATCHED_INT8], ids=lambda case: case.name)
 def case(request) -> AppCase:
     """Each API in turn (module scope: one running server per app for the whole suite)."""
     return request.param
@@ -225,9 +244,15 @@ def model(case, request):
 
 
 @pytest.fixture(scope="module")
-def server(case, model):
+def app(case, model):
+    """The app under test, built once (the int8 backend quantizes and checks parity when it is built)."""
+    return case.build(model)
+
+
+@pytest.fixture(scope="module")
+def server(app):
     """The app under test, running on 127.0.0.1."""
-    with serve(case.build(model)) as srv:
+    with serve(app) as srv:
         yield srv
 
 
@@ -259,21 +284,19 @@ def test_soak_8_clients_good_and_bad_requests_mixed(case, server, record_propert
     assert requests.get(server.url + "/health", timeout=10).ok
 
 
-def test_every_route_refuses_a_body_over_the_limit(case, model):
-    statuses = oversized_answers(case.build(model), case.body_limit)
+def test_every_route_refuses_a_body_over_the_limit(case, app):
+    statuses = oversized_answers(app, case.body_limit)  # a second server of the same app
     assert statuses and set(statuses.values()) == {413}, statuses
 
 
-def test_start_stop_cycles_with_requests_in_flight_leak_nothing(case, model, record_property):
-    app = case.build(model)
+def test_start_stop_cycles_with_requests_in_flight_leak_nothing(case, app, record_property):
     counts = start_stop_cycles(lambda: serve(app), case.good, cycles=case.cycles)
     record_property("measured", f"lifecycle {case.name} ({case.cycles} cycles): {counts}")
     assert_lifecycle_clean(counts, cycles=case.cycles)
 
 
-def test_binds_loopback_and_never_runs_a_debugger(case, model, server):
+def test_binds_loopback_and_never_runs_a_debugger(app, server):
     assert bound_address(server) == "127.0.0.1"
-    app = case.build(model)
     assert not getattr(app, "debug", False) and not getattr(app, "testing", False)
     console = requests.get(server.url + "/console", timeout=10)  # the Werkzeug debugger's console
     assert console.status_code == 404 and "Werkzeug" not in console.text
