@@ -1,14 +1,22 @@
 """Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…] |
-download-weights [--url URL] | serve image-api --port N [--backend torch|onnx] [--host 127.0.0.1]`."""
+download-weights [--url URL] | serve image-api [--port N] [--host 127.0.0.1] [--model auto|imagenet|digits]
+[--backend torch|onnx|onnx-int8] [--max-batch N] [--max-wait-ms MS] [--max-queue N] [--workers N]`."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The serve flags' choices and defaults, as course_lib.vision.backends.BACKENDS and image_api's create_app have them
+# (tests/test_cli.py checks): named here so that building the parser does not import torch.
+BACKEND_NAMES = ["torch", "onnx", "onnx-int8"]
+DEFAULT_MAX_WAIT_MS, DEFAULT_MAX_QUEUE = 5.0, 64
 # A Jupyter config folder searched before the user's: it turns off JupyterLab's news and update check (the
 # announcements plugin), which asks every new learner to opt in to a feed an offline classroom cannot fetch.
 LAB_CONFIG = Path(__file__).resolve().parent / "jupyter_config"
@@ -78,18 +86,47 @@ def _download_weights(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from course_lib.apps.image_api import create_app
-    from course_lib.vision import WeightsUnavailableError, load_classifier
+    from course_lib.apps import image_api
+    from course_lib.vision import MODEL_ENV, WeightsUnavailableError, load_classifier
 
     try:
         classifier = load_classifier(args.model, download=False, verbose=True)  # never a 100 MB download on start
     except WeightsUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app = create_app(classifier, backend=args.backend)
-    print(f"serving {args.app} ({classifier.name}, {args.backend}) on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    settings = {key: getattr(args, key) for key in image_api.ENVIRONMENT}
+    batching = f"batches of up to {args.max_batch}" if args.max_batch > 1 else "no batching"
+    workers = f"{args.workers} worker processes" if args.workers > 1 else "1 process"
+    print(
+        f"serving {args.app} ({classifier.name}, {args.backend}, {batching}, {workers}) "
+        f"on http://{args.host}:{args.port}",
+        flush=True,
+    )
+    address = {"host": args.host, "port": args.port, "log_level": "info"}
+    if args.workers == 1:
+        uvicorn.run(image_api.create_app(classifier, **settings), **address)
+        return 0
+    # Worker processes import the app by name and build it from the environment they inherit.
+    os.environ.update({MODEL_ENV: classifier.name, **image_api.environment_for(**settings)})
+    del classifier  # each worker loads its own
+    uvicorn.run(image_api.FACTORY, factory=True, workers=args.workers, **address)
     return 0
+
+
+def bounded(kind: Callable[[str], int | float], low: float, high: float) -> Callable[[str], int | float]:
+    """An argparse type: a number of this kind between low and high, or a clear error."""
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected {name} from {low:g} to {high:g}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,17 +150,44 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=_download_weights)
     srv = sub.add_parser("serve", help="run a course app as a standalone server (Ctrl+C stops it)")
     srv.add_argument("app", choices=["image-api"], help="which app")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=bounded(int, 0, 65535), default=8000, help="TCP port (0: any free port)")
     srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    srv.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    srv.add_argument("--backend", choices=BACKEND_NAMES, default="torch", help="what runs the network")
     srv.add_argument(
         "--model",
         choices=["auto", "imagenet", "digits"],
         default="auto",
         help="image model (COURSE_IMAGE_MODEL overrides)",
     )
-    srv.set_defaults(func=_serve)
+    srv.add_argument(
+        "--max-batch",
+        type=bounded(int, 1, 256),
+        default=1,
+        help="dynamic batching: most images one network call takes (default 1: no batching)",
+    )
+    srv.add_argument(
+        "--max-wait-ms",
+        type=bounded(float, 0, 1000),
+        default=DEFAULT_MAX_WAIT_MS,
+        help="dynamic batching: longest a request waits for others to fill its batch (default %(default)s)",
+    )
+    srv.add_argument(
+        "--max-queue",
+        type=bounded(int, 1, 100_000),
+        default=DEFAULT_MAX_QUEUE,
+        help="dynamic batching: most requests waiting; more get 503 with Retry-After (default %(default)s)",
+    )
+    srv.add_argument(
+        "--workers", type=bounded(int, 1, 64), default=1, help="uvicorn worker processes, each with its own model"
+    )
+    srv.set_defaults(func=_serve, validate=functools.partial(_validate_serve, srv))
     return parser
+
+
+def _validate_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what no single flag's range catches (parser: the `serve` sub-command's, so errors name it)."""
+    if args.max_queue < args.max_batch:
+        parser.error(f"--max-queue ({args.max_queue}) must be at least --max-batch ({args.max_batch})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if validate := getattr(args, "validate", None):
+        validate(args)
     args.jupyter_args = extra
     return args.func(args)
 
