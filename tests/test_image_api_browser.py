@@ -7,14 +7,15 @@ import requests
 
 from course_lib.apps.image_api import create_app
 from course_lib.servers import serve
-from course_lib.vision import load_classifier, sample_images
+from course_lib.vision import sample_images
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def api_url():
-    with serve(create_app(load_classifier("digits"))) as server:
+def api_url(classifier):
+    """The API around conftest's session digits classifier."""
+    with serve(create_app(classifier)) as server:
         yield server.url
 
 
