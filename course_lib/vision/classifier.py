@@ -75,14 +75,23 @@ class Classifier:
         Bytes go through `decode_image` (an ImageError carries the 4xx status). `backend=None` runs this
         classifier's own PyTorch model eagerly (named "torch"). inference_time_ms times the network only.
         """
-        if isinstance(image, bytes):
-            image = decode_image(image)
-        batch = self.batch([image])
+        return self.classify_prepared([self.prepare(image)], backend)[0]
+
+    def prepare(self, image: bytes | Image.Image) -> torch.Tensor:
+        """The first half of `classify`: one image (bytes go through `decode_image`) as a (C, H, W) tensor."""
+        return self.preprocess(decode_image(image) if isinstance(image, bytes) else image)
+
+    def classify_prepared(self, prepared: list[torch.Tensor], backend: Backend | None = None) -> list[dict[str, Any]]:
+        """The second half of `classify`: the answers for prepared images, run by `backend` as one batch.
+
+        Each answer's inference_time_ms is the time of that one network call (the whole batch's).
+        """
         run, backend_name = (self.probabilities, EAGER) if backend is None else (backend.probabilities, backend.name)
+        batch = torch.stack(prepared)
         started = time.perf_counter()
-        probs = run(batch)[0]
+        probs = run(batch)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return format_answer(probs, self.categories, elapsed_ms, self.name, backend_name)
+        return [format_answer(row, self.categories, elapsed_ms, self.name, backend_name) for row in probs]
 
 
 def top_k(probs: np.ndarray, categories: list[str], k: int) -> list[dict[str, Any]]:
