@@ -342,17 +342,3 @@ def test_listening_socket_is_tcp_so_asyncio_disables_nagle():
 
     with bind_socket() as sock:
         assert sock.proto == socket.IPPROTO_TCP
-
-
-def test_paired_calls_alternates_the_two_measurements():
-    from course_lib.bench import paired_calls
-
-    order: list[str] = []
-    first, second = paired_calls(lambda: order.append("a"), lambda: order.append("b"), n=4, warmup=2)
-    assert order == ["a", "b"] * 6
-    assert first.n == second.n == 4
-    order.clear()
-    first, second = paired_calls(lambda: order.append("a"), lambda: order.append("b"), n=5, warmup=1, block=2)
-    # warm-up pair, then blocks: one untimed call + up to 2 timed calls per side
-    assert order == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2 + ["a", "a", "b", "b"]
-    assert first.n == second.n == 5
