@@ -6,9 +6,11 @@ forward pass does not depend on the weight values). The input is a sample photo 
 only the network is timed (no decode, no preprocessing: they would add the same milliseconds to both sides and
 pull every ratio towards 1). Each ratio is measured side by side: its two calls alternate (`paired_calls`) in
 blocks of BLOCK timed calls after an untimed one, so the other runtime's spinning threads are idle when timing
-starts. onnxruntime runs `onnx_session`'s settings (every graph optimization, one intra-op thread per physical
-core, spinning as `SPINNING`); eager runs on torch's default threads (all cores), then both on 1 thread.
-The int8 speed-up depends on the CPU: the rows name whether it has VNNI (`describe_vnni`).
+starts. onnxruntime runs the image API's settings (`OnnxBackend`: every graph optimization, one intra-op thread
+per physical core, no spin-waiting); eager runs on torch's default threads (all cores), then both on 1 thread.
+Two report-only rows show what the settings are worth, each against the served session side by side: spinning
+on, and ORT_ENABLE_EXTENDED (every optimization but the NCHWc layout that ORT_ENABLE_ALL adds for the CPU's
+vector width). The int8 speed-up depends on the CPU: the rows name whether it has VNNI (`describe_vnni`).
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 
 from bench.report import Goal, Row
 from course_lib.bench import paired_calls
 from course_lib.serialization import onnx_session
+from course_lib.serialization.onnx_export import SPINNING_KEY
 from course_lib.vision import benchmark_resnet50, decode_image, load_classifier, sample_images
 from course_lib.vision.backends import OnnxInt8Backend
 from course_lib.vision.quantize import accuracy_cost, describe_vnni
 
 NAME = "onnx_speed"
 BLOCK = 5
-SPINNING = True  # onnxruntime's default; the blocks keep it from slowing the eager calls down
+SPINNING = False  # as OnnxBackend serves
 
 
 def eager_call(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], Any]:
@@ -102,6 +106,25 @@ def accuracy_rows(backend: OnnxInt8Backend, goals: bool) -> list[Row]:
     return rows
 
 
+def settings_rows(fp32_path: Path, x: np.ndarray, n: int, warmup: int) -> list[Row]:
+    """p50 of a session with one setting changed ÷ p50 of the served one, side by side, all cores (report only)."""
+    served = ort_call(onnx_session(fp32_path, spinning=SPINNING), x)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.add_session_config_entry(SPINNING_KEY, "1" if SPINNING else "0")
+    extended = onnxruntime.InferenceSession(str(fp32_path), sess_options=options, providers=["CPUExecutionProvider"])
+    variants = {
+        "intra-op spinning on": ort_call(onnx_session(fp32_path, spinning=not SPINNING), x),
+        "ORT_ENABLE_EXTENDED instead of ORT_ENABLE_ALL": ort_call(extended, x),
+    }
+    rows = []
+    for label, call in variants.items():
+        other, base = paired_calls(call, served, n=n, warmup=warmup, block=BLOCK, desc=label)
+        metric = f"onnxruntime fp32, all cores: p50 with {label} / p50 as served (> 1: served faster)"
+        rows.append(Row(NAME, metric, other.p50 / base.p50))
+    return rows
+
+
 def run(quick: bool = False) -> list[Row]:
     """ResNet-50 speed on all cores and on 1 thread, and the int8 accuracy cost (digits; ImageNet when cached)."""
     resnet = OnnxInt8Backend(benchmark_resnet50())
@@ -113,6 +136,7 @@ def run(quick: bool = False) -> list[Row]:
         label = f"{resnet.classifier.name} 224×224 batch 1, {'all cores' if threads is None else '1 thread'}"
         p50 = measure(resnet.classifier.model, paths, x, n, warmup, threads)
         rows += speed_rows(label, p50, goals=threads is None, cpu=describe_vnni() if threads is None else "")
+    rows += settings_rows(resnet.fp32_path, x.numpy(), n, warmup)
     rows += accuracy_rows(OnnxInt8Backend(load_classifier("digits")), goals=True)
     if resnet.classifier.name == "imagenet":
         rows += accuracy_rows(resnet, goals=False)

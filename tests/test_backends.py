@@ -43,10 +43,11 @@ def test_onnx_session_defaults_leave_threads_and_spinning_to_onnxruntime(nn_onnx
     assert spinning_entry(session) is None
 
 
-def test_onnx_backend_passes_threads_and_spinning_to_its_session(classifier, tmp_path: Path):
-    backend = OnnxBackend(classifier, tmp_path / "digits.onnx", threads=1, spinning=False)
+def test_onnx_backend_passes_threads_and_spinning_to_its_session_without_spinning_by_default(classifier, tmp_path):
+    backend = OnnxBackend(classifier, tmp_path / "digits.onnx", threads=1)
     assert backend.session.get_session_options().intra_op_num_threads == 1
     assert spinning_entry(backend.session) == "0"
+    assert spinning_entry(OnnxBackend(classifier, tmp_path / "again.onnx", spinning=True).session) == "1"
     assert backend.path == backend.fp32_path == tmp_path / "digits.onnx"
     batch = classifier.example_input(3)
     np.testing.assert_allclose(backend.probabilities(batch), classifier.probabilities(batch), atol=1e-5)

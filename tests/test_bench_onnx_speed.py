@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from bench.bench_onnx_speed import accuracy_rows, measure, speed_rows
+from bench.bench_onnx_speed import accuracy_rows, measure, settings_rows, speed_rows
 from bench.report import REPORT_ONLY, Goal
 from course_lib.vision.backends import make_backend
 
@@ -63,3 +63,12 @@ def test_accuracy_rows_judge_the_digits_drop_and_agreement(int8_backend):
     assert rows["top-1 agreement"].goal == Goal(">=", 99.0) and rows["top-1 agreement"].unit == "%"
     drop = rows["fp32 accuracy"].value - rows["int8 accuracy"].value
     assert rows["accuracy drop"].value == pytest.approx(drop)
+
+
+def test_settings_rows_compare_one_changed_setting_with_the_served_session(classifier, int8_backend):
+    rows = settings_rows(int8_backend.fp32_path, classifier.example_input(1).numpy(), n=3, warmup=1)
+    assert [r.metric.split(" with ")[1].split(" / ")[0] for r in rows] == [
+        "intra-op spinning on",
+        "ORT_ENABLE_EXTENDED instead of ORT_ENABLE_ALL",
+    ]
+    assert all(r.verdict == REPORT_ONLY for r in rows)
