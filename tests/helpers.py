@@ -1,4 +1,4 @@
-"""Small helpers for the tests: resource counts for leak checks, the rule for tests that need a browser."""
+"""Small helpers for the tests: resource counts for leak checks, the browser rule, a slowed eager model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 
 import pytest
+import torch
 
 from course_lib.browser import HOW_TO_ENABLE
 
@@ -43,3 +44,20 @@ def settled_thread_count(baseline: int, timeout: float = 5.0) -> int:
     while threading.active_count() > baseline and time.monotonic() < deadline:
         time.sleep(0.05)
     return threading.active_count()
+
+
+EAGER_EXTRA_S = 0.02
+
+
+class SlowEager(torch.nn.Module):
+    """The real network behind 20 ms of extra eager time; records torch's thread count at every call."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.threads_seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads_seen.append(torch.get_num_threads())
+        time.sleep(EAGER_EXTRA_S)
+        return self.net(x)

@@ -3,30 +3,13 @@ rows (eager ÷ onnxruntime at all cores, the digits accuracy cost)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
+from helpers import EAGER_EXTRA_S, SlowEager
 
 from bench.bench_onnx_speed import accuracy_rows, measure, settings_rows, speed_rows
 from bench.report import REPORT_ONLY, Goal
 from course_lib.vision.backends import make_backend
-
-EAGER_EXTRA_S = 0.02
-
-
-class SlowEager(torch.nn.Module):
-    """The real network behind 20 ms of extra eager time; records torch's thread count at every call."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.threads_seen: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.threads_seen.append(torch.get_num_threads())
-        time.sleep(EAGER_EXTRA_S)
-        return self.net(x)
 
 
 @pytest.fixture(scope="module")

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import EAGER_EXTRA_S, SlowEager
 
 from bench.bench_onnx_vs_eager import paired_p50, rows_for
 from bench.report import REPORT_ONLY
 from course_lib.data import iris_rows
 from course_lib.models import train_simple_nn
 from course_lib.serialization import export_onnx
-
-EAGER_EXTRA_S = 0.02
-
-
-class SlowEager(torch.nn.Module):
-    """The real network behind 20 ms of extra eager time; records torch's thread count at every call."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.threads_seen: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.threads_seen.append(torch.get_num_threads())
-        time.sleep(EAGER_EXTRA_S)
-        return self.net(x)
 
 
 @pytest.fixture(scope="module")

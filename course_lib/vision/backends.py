@@ -49,7 +49,7 @@ class OnnxBackend:
         threads: int | None = None,
         spinning: bool = False,
     ) -> None:
-        from course_lib.serialization import export_onnx, onnx_session
+        from course_lib.serialization import export_onnx
 
         self.classifier = classifier
         if path is None:
@@ -58,8 +58,15 @@ class OnnxBackend:
             path = Path(folder) / f"{classifier.name}.onnx"
         self.fp32_path = Path(path)
         export_onnx(classifier.model, classifier.example_input(2), self.fp32_path, dynamic_batch=True)
-        self.path = self.fp32_path
-        self.session: Any = onnx_session(self.path, threads=threads, spinning=spinning)
+        self.threads, self.spinning = threads, spinning
+        self.open(self.fp32_path)
+
+    def open(self, path: Path) -> None:
+        """Serve the ONNX file at `path` from now on, with this backend's threads and spinning."""
+        from course_lib.serialization import onnx_session
+
+        self.path = path
+        self.session: Any = onnx_session(path, threads=self.threads, spinning=self.spinning)
         self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
@@ -85,20 +92,17 @@ class OnnxInt8Backend(OnnxBackend):
         self,
         classifier: Classifier,
         path: str | Path | None = None,
-        threads: int | None = None,
-        spinning: bool = False,
+        *,
         int8_path: str | Path | None = None,
         reduce_range: bool | None = None,
         min_agreement: float | None = None,
+        **session_options: Any,
     ) -> None:
-        from course_lib.serialization import onnx_session
         from course_lib.vision import quantize
 
-        super().__init__(classifier, path, threads=threads, spinning=spinning)
+        super().__init__(classifier, path, **session_options)
         fp32_session = self.session
-        self.path = Path(int8_path) if int8_path else quantize.quantize_classifier(classifier, self.path, reduce_range)
-        self.session = onnx_session(self.path, threads=threads, spinning=spinning)
-        self.input_name = self.session.get_inputs()[0].name
+        self.open(Path(int8_path) if int8_path else quantize.quantize_classifier(classifier, self.path, reduce_range))
         threshold = quantize.required_agreement(classifier) if min_agreement is None else min_agreement
         self.parity = quantize.check_parity(fp32_session, self.session, quantize.parity_inputs(classifier), threshold)
 
