@@ -1,15 +1,22 @@
-"""Latency measurement: warm-up, sequential and concurrent clients, percentiles, progress bar, plots."""
+"""Latency measurement: warm-up, sequential and concurrent clients, percentiles, progress bar, plots, and a headless
+locust run in a subprocess."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -255,3 +262,71 @@ def plot_latency(results: dict[str, LatencyStats], title: str = "Latency") -> An
     cdf.legend()
     fig.tight_layout()
     return fig
+
+
+@dataclass(frozen=True)
+class LocustResult:
+    """The final statistics of a headless locust run, all endpoints together (locust's "Aggregated" row)."""
+
+    requests: int
+    failures: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    throughput: float  # requests per second, from the first request to the last
+    by_endpoint: dict[str, int]  # "POST /predict" -> requests
+
+
+def _histogram_percentile(counts: Mapping[float, int], q: float) -> float:
+    """The q-th percentile (0-100) of a {value: count} histogram: the smallest value with q % of counts at or below."""
+    total = sum(counts.values())
+    if total == 0:
+        return float("nan")
+    needed, seen = math.ceil(total * q / 100), 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= needed:
+            return value
+    return max(counts)
+
+
+def locust_result(entries: Sequence[Mapping[str, Any]]) -> LocustResult:
+    """Aggregate the entries of locust's --json-file (one per endpoint, response times as a {ms: count} histogram)."""
+    histogram: dict[float, int] = {}
+    for entry in entries:
+        for ms, count in entry["response_times"].items():
+            histogram[float(ms)] = histogram.get(float(ms), 0) + count
+    requests_made = sum(entry["num_requests"] for entry in entries)
+    span = max((e["last_request_timestamp"] for e in entries), default=0.0) - min(
+        (e["start_time"] for e in entries), default=0.0
+    )
+    return LocustResult(
+        requests=requests_made,
+        failures=sum(entry["num_failures"] for entry in entries),
+        p50_ms=_histogram_percentile(histogram, 50),
+        p95_ms=_histogram_percentile(histogram, 95),
+        p99_ms=_histogram_percentile(histogram, 99),
+        throughput=requests_made / span if span > 0 else float("nan"),
+        by_endpoint={f"{e['method']} {e['name']}": e["num_requests"] for e in entries},
+    )
+
+
+def run_locust(locustfile: str | Path, host: str, users: int, seconds: int) -> LocustResult:
+    """Run locust headless for `seconds` with `users` users against host, in a subprocess; its final statistics.
+
+    A subprocess, never this process: importing locust patches the standard library with gevent. The figures come
+    from --json-file, which locust writes when it stops; its --csv files are snapshots rewritten once a second and
+    can miss the last second. Raises RuntimeError (with locust's stderr) when locust stopped without statistics.
+    """
+    with tempfile.TemporaryDirectory(prefix="course-locust-") as tmp:
+        report = Path(tmp) / "stats"
+        command = [
+            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
+            "-t", f"{seconds}s", "--host", host, "--json-file", str(report), "--only-summary", "--loglevel", "ERROR",
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 90, check=False)
+        written = report.with_suffix(".json")
+        if not written.exists():
+            message = f"locust stopped without statistics (exit code {done.returncode}):\n{done.stderr[-800:]}"
+            raise RuntimeError(message)
+        return locust_result(json.loads(written.read_text()))

@@ -3,9 +3,6 @@ quantization with the learner's calibration reader, and a real headless locust r
 
 from __future__ import annotations
 
-import csv
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +14,7 @@ import onnxruntime
 from fastapi import FastAPI, Request
 
 from course_lib.apps.image_api import create_app
+from course_lib.bench import run_locust
 from course_lib.serialization import export_onnx, onnx_session
 from course_lib.serialization.onnx_export import SPINNING_KEY
 from course_lib.servers import serve
@@ -146,27 +144,6 @@ def check_calibration_reader(make_reader: Callable[[str], Any], classifier: Clas
 # --- exercise 3: a locust user that posts an image to /predict ----------------------------------------------------
 
 
-def run_locust(
-    locustfile: str | Path, host: str, users: int, seconds: int, csv_prefix: str | Path
-) -> dict[str, dict[str, str]]:
-    """Run locust headless as a subprocess (never in this process: it patches the standard library with gevent).
-
-    Returns the rows of `<csv_prefix>_stats.csv` by their "Name" ("Aggregated" holds the totals).
-    """
-    command = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
-        "-t", f"{seconds}s", "--host", host, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "ERROR",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    stats = Path(f"{csv_prefix}_stats.csv")
-    if not stats.exists():
-        raise AssertionError(
-            f"locust が統計を書かずに終わりました（終了コード {done.returncode}）:\n{done.stderr[-800:]}"
-        )
-    with stats.open(newline="") as f:
-        return {row["Name"]: row for row in csv.DictReader(f)}
-
-
 def counting_app(classifier: Classifier) -> tuple[FastAPI, Counter[str]]:
     """The course's image API, with a counter of the answers it sent (method, path, status)."""
     app = create_app(classifier)
@@ -191,12 +168,19 @@ def check_locust_user(locustfile_source: Callable[[], str], classifier: Classifi
     with tempfile.TemporaryDirectory(prefix="course-ex06-") as tmp, serve(app) as server:
         locustfile = Path(tmp) / "locustfile.py"
         locustfile.write_text(source)
-        rows = run_locust(locustfile, server.url, LOCUST_USERS, LOCUST_SECONDS, Path(tmp) / "run")
-    total = rows.get("Aggregated", {})
-    requests_made, failures = int(total.get("Request Count", 0)), int(total.get("Failure Count", 0))
-    assert requests_made > 0, "locust がリクエストを 1 件も送りませんでした（@task を付けたメソッドはありますか？）"
-    assert failures == 0, (
-        f"{requests_made} 件のうち {failures} 件が失敗しました。サーバーが受けたリクエスト: {dict(seen)}"
+        # On a loaded machine the first request can take seconds; a run the server saw nothing of is repeated
+        # once, longer, before it counts as "sends nothing".
+        for seconds in (LOCUST_SECONDS, 4 * LOCUST_SECONDS):
+            try:
+                result = run_locust(locustfile, server.url, LOCUST_USERS, seconds)
+            except RuntimeError as error:
+                raise AssertionError(f"locust が統計を書かずに終わりました: {error}") from None
+            if seen:
+                break
+    answered_otherwise = {request: n for request, n in seen.items() if request != "POST /predict 200"}
+    assert not answered_otherwise, (
+        f"{sum(answered_otherwise.values())} 件のリクエストが失敗しました。サーバーが受けたリクエスト: {dict(seen)}"
         "（POST で /predict に、multipart の file フィールドで画像を送っていますか？）"
     )
-    assert seen["POST /predict 200"] > 0, f"サーバーは POST /predict を受けていません: {dict(seen)}"
+    assert result.requests > 0, "locust がリクエストを 1 件も送りませんでした（@task を付けたメソッドはありますか？）"
+    assert result.failures == 0, f"locust の {result.requests} 件のうち {result.failures} 件が失敗しました"
