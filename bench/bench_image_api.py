@@ -1,5 +1,8 @@
 """Image API: HTTP overhead (end-to-end p50 / in-process p50) per backend, and eager p50 / onnxruntime p50.
 
+The backends are PyTorch eager ("torch"), onnxruntime fp32 ("onnx") and onnxruntime on the int8 model ("onnx-int8",
+notebook 06); each has its own end-to-end / in-process row with the same goal.
+
 Measured for the model `load_classifier("auto")` picks (digits when the ImageNet weights are not cached) and for
 the ResNet-50 *architecture* at 224×224 — the source's compute. Without cached ImageNet weights that network has
 seeded random weights: its predictions are meaningless, but its latency is that of the real model (same layers,
@@ -25,6 +28,7 @@ from course_lib.vision.backends import OnnxBackend
 
 NAME = "image_api"
 BLOCK = 10  # the two sides of each ratio alternate in blocks of this many timed calls
+BACKENDS = ("torch", "onnx", "onnx-int8")  # each gets its own end-to-end / in-process row
 
 
 def in_process_call(classifier: Classifier, backend: Backend, photo: bytes) -> Callable[[], dict]:
@@ -38,7 +42,7 @@ def measure(classifier: Classifier, n: int, warmup: int = 5) -> dict[str, Latenc
     files = {"file": ("china.jpg", photo, "image/jpeg")}
     out: dict[str, LatencyStats] = {}
     backends = {}
-    for backend_name in ("torch", "onnx"):
+    for backend_name in BACKENDS:
         app = create_app(classifier, backend=backend_name)
         backends[backend_name] = backend = backend_of(app)
         with serve(app) as server, requests.Session() as session:  # keep-alive, as a real client would
@@ -83,7 +87,7 @@ def rows_for(label: str, t: dict[str, LatencyStats]) -> list[Row]:
             p50[f"{b} http"] / p50[f"{b} in-process"],
             goal=Goal("<=", 1.10),
         )
-        for b in ("torch", "onnx")
+        for b in BACKENDS
     ]
     rows += [
         Row(

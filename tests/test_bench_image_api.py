@@ -1,0 +1,48 @@
+"""bench_image_api: every backend, onnx-int8 included, gets an end-to-end / in-process row with the ≤ 1.10 goal,
+measured over a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hardening import listening_ports
+
+from bench.bench_image_api import BACKENDS, measure, rows_for
+from bench.report import Goal
+from course_lib.bench import LatencyStats
+
+# p50 in ms per measured key: each backend's HTTP and in-process figures differ, so a swapped or borrowed one shows.
+P50 = {
+    "torch in-process": 10.0,
+    "torch http": 12.0,
+    "onnx in-process": 5.0,
+    "onnx http": 6.0,
+    "onnx-int8 in-process": 4.0,
+    "onnx-int8 http": 5.0,
+    "eager": 10.0,
+    "onnxruntime": 5.0,
+    "eager 1 thread": 20.0,
+    "onnxruntime 1 thread": 8.0,
+}
+
+
+def stats(p50_ms: float) -> LatencyStats:
+    """Three samples whose median is p50_ms."""
+    return LatencyStats(np.array([p50_ms * 0.9, p50_ms, p50_ms * 1.5]))
+
+
+def test_each_backend_has_an_http_overhead_row_with_its_own_figures_and_the_goal():
+    rows = {row.metric: row for row in rows_for("ResNet-50", {key: stats(ms) for key, ms in P50.items()})}
+    assert BACKENDS == ("torch", "onnx", "onnx-int8")
+    for backend, ratio in [("torch", 1.2), ("onnx", 1.2), ("onnx-int8", 1.25)]:
+        row = rows[f"ResNet-50: end-to-end p50 / in-process p50 ({backend})"]
+        assert row.goal == Goal("<=", 1.10)
+        assert row.value == pytest.approx(ratio)  # HTTP / in-process, not inverted
+
+
+def test_measure_times_every_backend_in_process_and_over_http_then_stops_its_servers(classifier):
+    ports = listening_ports()
+    out = measure(classifier, n=2, warmup=0)
+    assert sorted(out) == sorted(P50)
+    assert all(out[f"{b} {side}"].n == 2 for b in BACKENDS for side in ("in-process", "http"))
+    assert listening_ports() <= ports
