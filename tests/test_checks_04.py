@@ -94,13 +94,29 @@ def largest(diffs: list[np.ndarray]) -> float:
 
 
 def answer_with(onnx_files: dict[str, Path], report, kind: str = "dynamic", file_name: str | None = None):
-    """An exercise-1 answer: copies the export of `kind` to path (or beside it), returns report(model, path)."""
+    """An exercise-1 answer: exports the model it is given (kind "fixed batch": without a dynamic batch axis; "other
+    model": the file of a differently seeded network instead) to path or beside it, returns report(model, path)."""
 
     def export_with_parity(model, path: Path) -> dict:
-        shutil.copy(onnx_files[kind], path if file_name is None else path.with_name(file_name))
+        target = path if file_name is None else path.with_name(file_name)
+        if kind == "other model":
+            shutil.copy(onnx_files[kind], target)
+        else:
+            export_onnx(model, torch.zeros(1, 4), target, kind == "dynamic")
         return report(model, path)
 
     return export_with_parity
+
+
+def test_the_mirrored_network_flips_the_sign_of_every_difference(onnx_files, tmp_path):
+    """Premise of the check: the two models it exports differ by the sign of every ONNX − PyTorch difference, so
+    the largest |difference| is negative in one of them whatever this CPU rounds."""
+    mirror = checks_04.mirrored(checks_04.deeper_net())
+    path = export_onnx(mirror, torch.zeros(1, 4), tmp_path / "mirror.onnx", True)
+    original, flipped = differences(checks_04.deeper_net(), onnx_files["dynamic"]), differences(mirror, path)
+    assert all(np.array_equal(o, -f) for o, f in zip(original, flipped, strict=True))
+    signed_extremes = [d.ravel()[np.abs(d).argmax()] for d in (np.concatenate(original), np.concatenate(flipped))]
+    assert min(signed_extremes) < 0 < max(signed_extremes)
 
 
 def test_onnx_check_accepts_numpy_scalars(onnx_files):
