@@ -62,6 +62,10 @@ def image_api_deployment(model: str = "digits", name: str = "image_api", **optio
     deployment_keys = {"num_replicas", "ray_actor_options", "autoscaling_config", "max_ongoing_requests"}
     deployment = {key: value for key, value in options.items() if key in deployment_keys}
     settings = {key: value for key, value in options.items() if key not in deployment_keys}
+    if settings.get("max_batch", 1) > 1:
+        # The app's MicroBatcher travels in the ASGI lifespan state, which Serve's ingress does not pass on to
+        # requests: every /predict would fail. Serve batches with its own @serve.batch.
+        raise ValueError("max_batch > 1: on Ray Serve, batch with Serve's own @serve.batch, not the app's batcher")
     return serve.deployment(serve.ingress(image_app_builder(model, **settings))(), name=name, **deployment)
 
 
@@ -84,6 +88,14 @@ class ServeServer:
             self.stop()
             raise
         return self
+
+    def deploy(
+        self, app: serve.Application, name: str, ready_path: str = "/health", timeout_s: float = READY_TIMEOUT_S
+    ) -> str:
+        """Run one more application beside the first, at route prefix /<name>; its base URL once it answers."""
+        serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
+        self._wait_ready(f"/{name}{ready_path}", timeout_s)
+        return f"{self.url}/{name}"
 
     def _wait_ready(self, path: str, timeout_s: float) -> None:
         """Poll path until it answers 200 (Serve reports an app ready before its proxy routes to it)."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import psutil
+import pytest
 import requests
 from hardening import differences, error_body_problem
 from test_hardening import IMAGE
@@ -68,9 +69,19 @@ def test_image_api_on_ray_serve_answers_as_on_uvicorn_and_stops_clean_twice(clas
         server = ServeServer(deployment.bind(), name="image_api", num_cpus=2)
         with server:
             got = answers(server.url)
+            if cycle == 2:  # a second application beside the first, at its own route prefix
+                second = server.deploy(image_api_deployment("digits", name="second").bind(), "second")
+                assert not differences(answers(second), got, where="second app")
             assert ray_processes(), "no Ray process while Serve runs: the check below would prove nothing"
             assert listening_addresses(server.port) == {"127.0.0.1"}
         problems = differences(got, expected, where=f"cycle {cycle}")
         assert not problems, problems  # the same statuses (the hardening suite checks them) and the same answers
         assert listening_addresses(server.port) == set()
         assert settled(ray_processes, before), f"cycle {cycle} left Ray processes: {ray_processes()}"
+
+
+def test_the_image_api_s_own_batcher_is_refused_on_ray_serve():
+    """Its batcher lives in the ASGI lifespan state, which Serve's ingress does not hand to requests: every
+    /predict would answer 500. The deployment refuses the setting instead, pointing at Serve's @serve.batch."""
+    with pytest.raises(ValueError, match="serve.batch"):
+        image_api_deployment("digits", max_batch=8)
