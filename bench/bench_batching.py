@@ -24,11 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from bench.report import Goal, Row
 from course_lib.apps.image_api import create_app
-from course_lib.bench import LatencyStats, http_latency, time_calls
+from course_lib.bench import LatencyStats, http_latency, pooled, time_calls
 from course_lib.servers import serve
 from course_lib.vision import Backend, Classifier, benchmark_resnet50, sample_images
 from course_lib.vision.backends import make_backend
@@ -65,12 +63,6 @@ def served_run(
     files = {"file": ("china.jpg", photo, "image/jpeg")}
     with serve(create_app(classifier, backend=backend, max_batch=max_batch)) as server:
         return http_latency("POST", server.url + "/predict", n=n, concurrency=CLIENTS, warmup=warmup, files=files)
-
-
-def pooled(runs: Sequence[LatencyStats]) -> LatencyStats:
-    """Several runs as one: all samples, the summed wall time (so throughput = all calls / all wall time)."""
-    samples = np.concatenate([run.samples_ms for run in runs])
-    return LatencyStats(samples, sum(run.wall_s for run in runs), runs[0].concurrency)
 
 
 def measure(

@@ -96,6 +96,12 @@ class LatencyStats:
         )
 
 
+def pooled(runs: Sequence[LatencyStats]) -> LatencyStats:
+    """Several runs as one: all samples, the summed wall time (so throughput = all calls / all wall time)."""
+    samples = np.concatenate([run.samples_ms for run in runs])
+    return LatencyStats(samples, sum(run.wall_s for run in runs), runs[0].concurrency)
+
+
 def _progress_bar(total: int, progress: bool, desc: str | None) -> tqdm:
     """A transient tqdm bar of `total` steps, shown only when progress is true."""
     return tqdm(total=total, desc=desc, disable=not progress, leave=False)

@@ -21,7 +21,6 @@ from bench.bench_batching import (
     Measured,
     in_process_batch,
     measure,
-    pooled,
     rows_for,
     rows_from,
     served_run,
@@ -90,15 +89,6 @@ def test_measured_batch_times_become_images_per_second_and_served_runs_requests_
     assert goal.value == pytest.approx(36.0 / 40.0) and "best batch=4" in goal.metric
     throughputs = [row.value for row in others if row.unit == "img/s"]
     assert throughputs == pytest.approx([*IN_PROCESS.values(), *SERVED.values()])
-
-
-def test_pooled_runs_divide_all_calls_by_all_wall_time():
-    fast = LatencyStats.from_seconds([0.1] * 4, wall_s=0.2, concurrency=CLIENTS)  # 20 calls/s
-    slow = LatencyStats.from_seconds([0.3] * 2, wall_s=0.4, concurrency=CLIENTS)  # 5 calls/s
-    both = pooled([fast, slow])
-    assert both.n == 6 and both.concurrency == CLIENTS
-    assert both.throughput == pytest.approx(10.0)  # not the mean of 20 and 5
-    assert both.p50 == pytest.approx(100.0)
 
 
 def test_in_process_batches_prepare_every_image_from_its_bytes(classifier, int8_backend):

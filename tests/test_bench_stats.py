@@ -12,7 +12,15 @@ import pytest
 from fastapi import FastAPI, Request
 from flask import Flask
 
-from course_lib.bench import LatencyStats, http_latency, interleaved_calls, paired_calls, stats_table, time_calls
+from course_lib.bench import (
+    LatencyStats,
+    http_latency,
+    interleaved_calls,
+    paired_calls,
+    pooled,
+    stats_table,
+    time_calls,
+)
 from course_lib.servers import serve
 
 # Skewed on purpose: mean, median, p95 and p99 all differ, so a statistic that returns another one fails.
@@ -197,3 +205,12 @@ def test_http_latency_raises_on_a_wrong_status_and_the_table_has_one_row_per_lab
     assert table.loc["skewed", "median_ms"] == pytest.approx(3.0)
     assert table.loc["skewed", "mean_ms"] == pytest.approx(22.0)
     assert table.loc["ok", "n"] == 5
+
+
+def test_pooled_runs_divide_all_calls_by_all_wall_time():
+    fast = LatencyStats.from_seconds([0.1] * 4, wall_s=0.2, concurrency=8)  # 20 calls/s
+    slow = LatencyStats.from_seconds([0.3] * 2, wall_s=0.4, concurrency=8)  # 5 calls/s
+    both = pooled([fast, slow])
+    assert both.n == 6 and both.concurrency == 8
+    assert both.throughput == pytest.approx(10.0)  # not the mean of 20 and 5
+    assert both.p50 == pytest.approx(100.0)
