@@ -3,26 +3,11 @@
 import math
 
 import pytest
+from test_checks_06 import LOCUST_SOLUTION as USER  # the exercise's solution: a user posting a digit
 
 from course_lib.bench import _histogram_percentile, locust_result, run_locust
 from course_lib.exercises.checks_06 import counting_app
 from course_lib.servers import free_port, serve
-
-USER = """
-from locust import HttpUser, constant, task
-
-from course_lib.vision import sample_images
-
-PHOTO = sample_images()["digit_0.png"]
-
-
-class ImageUser(HttpUser):
-    wait_time = constant(0)
-
-    @task
-    def predict(self):
-        self.client.post("/predict", files={"file": ("digit_0.png", PHOTO, "image/png")})
-"""
 
 
 def entry(method, name, times, failures=0, start=100.0, last=104.0):
