@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,14 @@ class IrisPredictions:
         return np.asarray(self.classes)[self.best]
 
 
+# scikit-learn's joblib wrapper swaps the process-wide warning filters inside every forest prediction
+# (warnings.catch_warnings + resetwarnings, which are not thread-safe): concurrent predictions in a threaded server
+# can leave another thread's copy, or an empty list, as the filters of the whole process. One at a time keeps them.
+_PREDICTING = threading.Lock()
+
+
 def predict_iris(model: Any, rows: Any) -> IrisPredictions:
     """The one iris inference path (Flask, FastAPI and batch scoring): rows of 4 measurements → predictions."""
-    probabilities = np.asarray(model.predict_proba(np.asarray(rows, dtype=np.float64)))
+    with _PREDICTING:
+        probabilities = np.asarray(model.predict_proba(np.asarray(rows, dtype=np.float64)))
     return IrisPredictions([int(c) for c in model.classes_], probabilities, probabilities.argmax(axis=1))

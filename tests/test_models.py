@@ -66,3 +66,20 @@ def test_weights_only_load_refuses_a_pickled_module(tmp_path, net):
     torch.save(net, path)  # the whole object, i.e. pickled code
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_simple_nn(path)
+
+
+def test_concurrent_forest_predictions_leave_the_warning_filters_alone(forest):
+    """Without one prediction at a time, scikit-learn's per-call filter swap races across threads and replaces the
+    process's warning filters (seen in CI: an emptied list, then a UserWarning on every later prediction)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = list(warnings.filters)
+
+    def predict_many(_: int) -> None:
+        for _ in range(300):
+            predict_iris(forest, ROWS[:1])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(predict_many, range(8)))
+    assert warnings.filters == before
