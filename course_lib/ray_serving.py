@@ -1,22 +1,33 @@
-"""Ray Serve for the course: Ray started quietly from a notebook or a test, and the course's image API as a Serve
-deployment, served on 127.0.0.1 at a free port and stopped without leaving a Ray process behind.
+"""Ray Serve for the course (notebook 07): Ray started quietly from a notebook or a test, the course's image API as
+a Serve deployment, served on 127.0.0.1 at a free port and stopped without leaving a Ray process behind.
 
 The deployment puts the image API that uvicorn serves (`image_api.create_app`) behind `@serve.ingress`, so one app
 serves both ways: the same routes, the same answers and the same 4xx errors. Ray calls the app builder in each
-replica, so every replica loads its own model and nothing large is pickled.
+replica, so every replica loads its own model and nothing large is pickled. With max_batch > 1 the app batches with
+Serve's `@serve.batch` (`ServeBatching`) instead of its own MicroBatcher. Every answer names the node and replica
+that made it (headers X-Ray-Node and X-Ray-Replica). `SimulatedCluster` starts a head and worker nodes on this
+machine; `build_image_app` is the import path a Serve config file names.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import logging
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import psutil
 import requests
-from fastapi import FastAPI
+import torch
+from fastapi import FastAPI, Request
 from pydantic.warnings import PydanticDeprecatedSince20
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 with warnings.catch_warnings():
     # Ray 2.60's own Serve config models pass extra keywords to pydantic's Field; the warning is about Ray's code,
@@ -25,14 +36,18 @@ with warnings.catch_warnings():
     import ray
     from ray import serve
 
+from course_lib.apps.image_api import DEFAULT_MAX_QUEUE
 from course_lib.servers import free_port
+from course_lib.vision import Backend, Classifier
 
 READY_TIMEOUT_S = 300.0  # a first deployment on a loaded 2-core machine: Ray starts workers, each imports torch
+RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::")  # in the command line of every process Ray starts
 
 
 def start_ray(num_cpus: int | None = None, **options: Any) -> None:
     """ray.init for one machine, quiet: no dashboard, worker and Serve logs stay in Ray's log files, not in cells."""
     if not ray.is_initialized():
+        options.setdefault("address", "local")  # a new Ray, never one a crashed notebook left running
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -44,6 +59,94 @@ def start_ray(num_cpus: int | None = None, **options: Any) -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
+class ServeBatching:
+    """The image API's batching on Ray Serve: requests are decoded alone, then share network calls by @serve.batch.
+
+    The app's own `Batching` keeps its MicroBatcher in the ASGI lifespan state, which Serve's ingress does not hand
+    to requests; Serve has batching built in. Same interface as `image_api.Batching` (create_app's batching_class),
+    so the routes, /health's `batching` and the answers stay the same. Queueing is Serve's: a replica takes
+    `max_ongoing_requests` at a time, and Serve's router holds at most `max_queued_requests` more (beyond them it
+    answers 503 itself); `image_api_deployment` sets both from max_batch and max_queue.
+    """
+
+    def __init__(self, classifier: Classifier, backend: Backend, max_batch: int, max_wait_ms: float, max_queue: int):
+        self.classifier, self.backend = classifier, backend
+        self.settings = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue}
+        self.batched = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait_ms / 1000)(self.run_batch)
+        self.inside = self.running = self.batches = self.images = self.cancelled = 0  # inside: requests in classify
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a batch: those in classify, less those in the running network call."""
+        return self.inside - self.running
+
+    async def run_batch(self, prepared: list[torch.Tensor]) -> list[dict[str, Any]]:
+        """One network call for the whole batch, in a worker thread (the replica's event loop keeps answering)."""
+        self.running = len(prepared)
+        try:
+            return await run_in_threadpool(self.classifier.classify_prepared, prepared, self.backend)
+        finally:
+            self.running = 0
+            self.batches, self.images = self.batches + 1, self.images + len(prepared)
+
+    async def classify(self, request: Request, data: bytes) -> dict[str, Any]:
+        """Decode and preprocess alone (a bad image raises its ImageError here), then wait for a batch's answer."""
+        prepared = await run_in_threadpool(self.classifier.prepare, data)
+        self.inside += 1
+        try:
+            return await self.batched(prepared)
+        except asyncio.CancelledError:  # Serve cancels a request whose client disconnected
+            self.cancelled += 1
+            raise
+        finally:
+            self.inside -= 1
+
+    def status(self, request: Request) -> dict[str, Any]:
+        """The settings and the counters of the replica that answered, as GET /health reports them (rejected: 0,
+        since Serve's router, not the replica, refuses what is over max_queue)."""
+        return {
+            **self.settings,
+            "queued": self.waiting,
+            "batches": self.batches,
+            "mean_batch_size": round(self.images / self.batches, 3) if self.batches else 0.0,
+            "rejected": 0,
+            "cancelled": self.cancelled,
+        }
+
+    def summary(self) -> str:
+        """The settings in words, for the OpenAPI description."""
+        max_batch, max_wait_ms, max_queue = self.settings.values()
+        return (
+            f"; dynamic batching by Ray Serve's @serve.batch: up to {max_batch} images per call, {max_wait_ms} ms"
+            f" wait, {max_queue} queued by Serve"
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> Any:
+        """Nothing to start or stop: Serve runs the batch queue in the replica's event loop."""
+        yield
+
+
+class ServedBy:
+    """ASGI middleware: every answer names the Ray node and the Serve replica that made it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        context = serve.get_replica_context()
+        self.headers = [
+            (b"x-ray-node", ray.get_runtime_context().get_node_id().encode()),
+            (b"x-ray-replica", context.replica_id.unique_id.encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
 def image_app_builder(model: str = "digits", **settings: Any) -> Callable[[], FastAPI]:
     """A function that builds the image API (create_app with these settings) where it is called: in a replica."""
 
@@ -51,22 +154,55 @@ def image_app_builder(model: str = "digits", **settings: Any) -> Callable[[], Fa
         from course_lib.apps.image_api import create_app
         from course_lib.vision import load_classifier
 
-        return create_app(load_classifier(model, download=False), **settings)
+        app = create_app(load_classifier(model, download=False), batching_class=ServeBatching, **settings)
+        app.add_middleware(ServedBy)
+        return app
 
     return build
 
 
+DEPLOYMENT_OPTIONS = {
+    "num_replicas",
+    "ray_actor_options",
+    "autoscaling_config",
+    "max_ongoing_requests",
+    "max_queued_requests",
+}
+
+
 def image_api_deployment(model: str = "digits", name: str = "image_api", **options: Any) -> serve.Deployment:
     """The image API as a Serve deployment; options are create_app's (backend, max_batch…) and Serve's deployment
-    options (num_replicas, ray_actor_options, autoscaling_config…), told apart by name."""
-    deployment_keys = {"num_replicas", "ray_actor_options", "autoscaling_config", "max_ongoing_requests"}
-    deployment = {key: value for key, value in options.items() if key in deployment_keys}
-    settings = {key: value for key, value in options.items() if key not in deployment_keys}
+    options (num_replicas, ray_actor_options, autoscaling_config, max_ongoing_requests), told apart by name.
+
+    With batching (max_batch > 1), unless told otherwise a replica takes 2 x max_batch requests at a time (Serve's
+    default, 5, would keep a batch of 8 from ever filling: one batch runs while the next one fills), and Serve's
+    router queues at most max_queue more (image_api's default) and answers 503 beyond that.
+    """
+    deployment = {key: value for key, value in options.items() if key in DEPLOYMENT_OPTIONS}
+    settings = {key: value for key, value in options.items() if key not in DEPLOYMENT_OPTIONS}
     if settings.get("max_batch", 1) > 1:
-        # The app's MicroBatcher travels in the ASGI lifespan state, which Serve's ingress does not pass on to
-        # requests: every /predict would fail. Serve batches with its own @serve.batch.
-        raise ValueError("max_batch > 1: on Ray Serve, batch with Serve's own @serve.batch, not the app's batcher")
+        deployment.setdefault("max_ongoing_requests", 2 * settings["max_batch"])
+        deployment.setdefault("max_queued_requests", settings.get("max_queue", DEFAULT_MAX_QUEUE))
     return serve.deployment(serve.ingress(image_app_builder(model, **settings))(), name=name, **deployment)
+
+
+def build_image_app(args: dict[str, Any]) -> serve.Application:
+    """Serve's application builder for a config file (`import_path: course_lib.ray_serving:build_image_app`):
+    args are image_api_deployment's keywords (model, name, backend, max_batch…, num_replicas…)."""
+    return image_api_deployment(**args).bind()
+
+
+def ray_processes() -> list[str]:
+    """Command lines of this machine's Ray processes (raylet, GCS, workers), cut to 120 characters."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            line = " ".join(process.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if any(name in line for name in RAY_PROCESS_NAMES):
+            found.append(line[:120])
+    return found
 
 
 class ServeServer:
@@ -81,7 +217,8 @@ class ServeServer:
         """Start Ray (if needed) and Serve's HTTP proxy on this port, deploy, and wait until ready_path answers 200."""
         start_ray(self.num_cpus)
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+            # One proxy, on the head node: the nodes of a SimulatedCluster share this machine's ports.
+            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port})
             serve.run(self.app, name=self.name, route_prefix="/", blocking=False)
             self._wait_ready(ready_path, timeout_s)
         except BaseException:
@@ -113,11 +250,87 @@ class ServeServer:
     def stop(self) -> None:
         """Shut Serve down, then Ray (its raylet, GCS and worker processes exit with it)."""
         if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
+            # serve.shutdown kills its controller while the controller's own graceful_shutdown task runs, and the
+            # driver's error listener prints that as a "(raylet) Task ServeController.graceful_shutdown failed"
+            # line to stdout, into whichever cell runs. It ends with ray.shutdown, which joins the listener.
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                serve.shutdown()
+                ray.shutdown()
+            logging.getLogger(__name__).debug("printed by Ray during shutdown: %s", printed.getvalue())
 
     def __enter__(self) -> ServeServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class SimulatedCluster:
+    """A Ray cluster on this machine: a head node and worker nodes, each a raylet with its own CPUs.
+
+    Ray's `ray.cluster_utils.Cluster` (a developer API for tests) starts them; the driver then connects as it would
+    to a real cluster (`ray.init(address=...)`). `with` starts the nodes and connects; leaving it disconnects and
+    stops every node.
+    """
+
+    def __init__(self, head_cpus: int = 1, worker_cpus: tuple[int, ...] = (1,)) -> None:
+        self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
+        self.cluster: Any = None
+        self.names: dict[str, str] = {}  # node id → "head", "worker-1"…
+
+    def start(self) -> SimulatedCluster:
+        """Start the head, add the workers, wait until all have registered, and connect this process."""
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": self.head_cpus})
+        try:
+            self.names[self.cluster.head_node.node_id] = "head"
+            for number, cpus in enumerate(self.worker_cpus, start=1):
+                self.names[self.cluster.add_node(num_cpus=cpus).node_id] = f"worker-{number}"
+            self.cluster.wait_for_nodes()
+            start_ray(address=self.cluster.address)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def address(self) -> str:
+        """The head's address: what `ray.init(address=...)` takes, here as on a real cluster."""
+        return self.cluster.address
+
+    def stop(self) -> None:
+        """Disconnect (if still connected) and stop every node's processes."""
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+            self.cluster = None
+
+    def __enter__(self) -> SimulatedCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    """How many replicas of an application's deployment Serve reports RUNNING now."""
+    status = serve.status().applications.get(app)
+    if status is None or deployment not in status.deployments:
+        return 0
+    return status.deployments[deployment].replica_states.get("RUNNING", 0)
+
+
+def replica_actors(app: str, deployment: str) -> list[str]:
+    """The Ray actor names of a deployment's replicas (Serve names them SERVE_REPLICA::app#deployment#id)."""
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(actor["name"] for actor in actors if actor["name"].startswith(prefix))
+
+
+def kill_replica(app: str, deployment: str) -> str:
+    """Kill one replica's process as a crash would (no restart by Ray: Serve's controller must replace it)."""
+    name = replica_actors(app, deployment)[0]
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    return name

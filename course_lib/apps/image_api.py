@@ -6,7 +6,9 @@ answered by `classifier.classify(data, backend)` in the thread pool. With max_ba
 preprocessed on its own first (`classifier.prepare`, in the thread pool: a bad image fails alone, with its 4xx),
 then queued on a `MicroBatcher` whose one worker thread answers up to max_batch of them with one network call
 (`classifier.classify_prepared`). A full queue answers 503 with Retry-After; a client that disconnects while
-queued leaves the queue. `classifier_of`, `backend_of` and `batcher_of` give what an app serves;
+queued leaves the queue. Another way of batching plugs in through `batching_class` (notebook 07's Ray Serve
+`@serve.batch`: `course_lib.ray_serving.ServeBatching`), with the same routes and answers. `classifier_of`,
+`backend_of` and `batcher_of` give what an app serves;
 `app_from_environment` builds the app from COURSE_IMAGE_* variables (`uvicorn --factory`, one per worker process).
 """
 
@@ -15,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from fastapi import APIRouter, FastAPI, File, Request, UploadFile
@@ -133,21 +135,42 @@ BUSY: dict[int | str, dict[str, Any]] = {
 }
 
 
+class BatchingPolicy(Protocol):
+    """What the routes need from a way of batching: `Batching` here, `ServeBatching` on Ray Serve."""
+
+    lifespan: Callable[[FastAPI], Any]
+
+    async def classify(self, request: Request, data: bytes) -> dict[str, Any]:
+        """The answer for one image, computed in a batch with other requests' images."""
+        ...
+
+    def status(self, request: Request) -> dict[str, Any]:
+        """GET /health's `batching`: the fields of BatchingStatus."""
+        ...
+
+    def summary(self) -> str:
+        """The settings in words, for the OpenAPI description."""
+        ...
+
+
 def create_app(
     classifier: Classifier | None = None,
     backend: str | Backend = "torch",
     max_batch: int = 1,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    batching_class: Callable[[Classifier, Backend, int, float, int], BatchingPolicy] | None = None,
 ) -> FastAPI:
     """Build the API around a classifier (default: load_classifier()) and a backend (a BACKENDS name or a Backend).
 
     max_batch > 1 turns dynamic batching on: up to max_batch concurrent requests share one network call, the first
-    of them waiting at most max_wait_ms for the others; at most max_queue wait, more are answered 503.
+    of them waiting at most max_wait_ms for the others; at most max_queue wait, more are answered 503. The batching
+    is `batching_class(classifier, backend, max_batch, max_wait_ms, max_queue)`, by default this module's `Batching`.
     """
     classifier = classifier or load_classifier()
     engine = make_backend(classifier, backend) if isinstance(backend, str) else backend
-    batching = None if max_batch == 1 else Batching(classifier, engine, max_batch, max_wait_ms, max_queue)
+    make_batching = batching_class or Batching
+    batching = None if max_batch == 1 else make_batching(classifier, engine, max_batch, max_wait_ms, max_queue)
     engine.probabilities(classifier.example_input(1))  # warm-up: the first call pays one-off set-up costs
     app = FastAPIOffline(  # /docs and /redoc with bundled assets: no CDN needed
         title="Image classification API",
@@ -208,7 +231,7 @@ def batcher_of(app: FastAPI) -> MicroBatcher[torch.Tensor, dict[str, Any]] | Non
     Read its stats() on the server's event loop, or ask GET /health, whose `batching` holds the same counters.
     """
     batching = app.state.batching
-    return batching.batcher if batching else None
+    return batching.batcher if isinstance(batching, Batching) else None
 
 
 class Batching:
@@ -295,7 +318,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def routes(classifier: Classifier, backend: Backend, batching: Batching | None = None) -> APIRouter:
+def routes(classifier: Classifier, backend: Backend, batching: BatchingPolicy | None = None) -> APIRouter:
     """The demo page, /health and the two predict routes for one classifier and backend, batched or not."""
     router = APIRouter()
     responses = {**ERRORS, **BUSY} if batching else ERRORS
