@@ -28,17 +28,23 @@ from fastapi import FastAPI, Request
 from pydantic.warnings import PydanticDeprecatedSince20
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-with warnings.catch_warnings():
-    # Ray 2.60's own Serve config models pass extra keywords to pydantic's Field; the warning is about Ray's code,
-    # printed once at import, and would otherwise sit in every notebook cell that imports this module.
-    warnings.filterwarnings("ignore", category=PydanticDeprecatedSince20, module="ray")
-    import ray
-    from ray import serve
+from tqdm import TqdmWarning
 
 from course_lib.apps.image_api import DEFAULT_MAX_QUEUE
 from course_lib.servers import free_port
 from course_lib.vision import Backend, Classifier
+
+# In a Jupyter kernel without ipywidgets, importing Ray logs "Missing packages: ['ipywidgets']" (with a timestamp)
+# and tqdm warns "IProgress not found": progress bars Ray would draw in a notebook, which the course never uses.
+logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
+with warnings.catch_warnings():
+    # Ray 2.60's own Serve config models pass extra keywords to pydantic's Field; the warning is about Ray's code,
+    # printed once at import, and would otherwise sit in every notebook cell that imports this module.
+    warnings.filterwarnings("ignore", category=PydanticDeprecatedSince20, module="ray")
+    warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+    import ray
+    from ray import serve
+
 
 READY_TIMEOUT_S = 300.0  # a first deployment on a loaded 2-core machine: Ray starts workers, each imports torch
 RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::")  # in the command line of every process Ray starts
