@@ -340,3 +340,16 @@ def kill_replica(app: str, deployment: str) -> str:
     name = replica_actors(app, deployment)[0]
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
     return name
+
+
+def wait_for_replacement(app: str, deployment: str, before: list[str], timeout_s: float = READY_TIMEOUT_S) -> float:
+    """Seconds until a replica that is not in `before` (replica_actors before a kill) runs and as many replicas as
+    before are RUNNING again. A killed replica's name leaves the list at once, long before Serve notices the death."""
+    started = time.monotonic()
+    while True:
+        new = set(replica_actors(app, deployment)) - set(before)
+        if new and running_replicas(app, deployment) >= len(before):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"Serve did not replace a replica of {app}/{deployment} within {timeout_s:.0f} s")
+        time.sleep(0.5)

@@ -29,4 +29,9 @@ SOURCE_FIGURES: dict[str, list[str]] = {
         "P99 180 ms",  # the same measurement's P99, from the textbook
         "20%",  # design constant: the digits model's held-out share (test_size=0.2 in course_lib.vision.digits)
     ],
+    "07_scaling_out_with_ray_serve": [
+        "5 ms",  # design constant: the batched deployments' batch_wait_timeout_s / max_wait_ms, set in the cells
+        "1 秒",  # design constant: how often section 4 reads the replica count (watch_replicas sleeps 1 s)
+        "0.1 秒",  # design constant: course_lib.clients.retrying_session's default backoff_s
+    ],
 }

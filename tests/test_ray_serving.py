@@ -22,6 +22,7 @@ from course_lib.ray_serving import (
     ray_processes,
     replica_actors,
     running_replicas,
+    wait_for_replacement,
 )
 from course_lib.servers import serve
 from course_lib.vision import sample_images
@@ -125,10 +126,12 @@ def test_replicas_spread_over_a_simulated_cluster_and_a_killed_replica_is_replac
             assert set(served_by) == {"head", "worker-1"}, served_by  # one replica per node: each fits one only
             assert sum(served_by.values()) == 48
 
+            before = replica_actors("spread", "spread")
             killed = kill_replica("spread", "spread")
-            assert settled(lambda: killed in replica_actors("spread", "spread"), False)
-            assert settled(lambda: running_replicas("spread", "spread"), 2, timeout_s=180)
-            assert killed not in replica_actors("spread", "spread")
+            wait_for_replacement("spread", "spread", before)
+            after = replica_actors("spread", "spread")
+            assert killed in before and killed not in after and len(after) == 2, (before, killed, after)
+            assert running_replicas("spread", "spread") == 2
             responses = predict_concurrently(server.url, 16, 4)
             assert [r.status_code for r in responses] == [200] * 16
     assert settled(ray_processes, before), f"the cluster left Ray processes: {ray_processes()}"
