@@ -198,17 +198,26 @@ def build_image_app(args: dict[str, Any]) -> serve.Application:
     return image_api_deployment(**args).bind()
 
 
-def ray_processes() -> list[str]:
-    """Command lines of this machine's Ray processes (raylet, GCS, workers), cut to 120 characters."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            line = " ".join(process.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if any(name in line for name in RAY_PROCESS_NAMES):
-            found.append(line[:120])
+def ray_processes() -> dict[int, str]:
+    """The Ray processes this process started (raylets, GCS, workers: all descend from the driver), by PID, with
+    their command lines cut to 120 characters. Another notebook's or test's Ray on the same machine is not ours."""
+    found = {}
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            line = " ".join(process.cmdline())
+            if any(name in line for name in RAY_PROCESS_NAMES):
+                found[process.pid] = line[:120]
     return found
+
+
+def still_running(processes: dict[int, str]) -> dict[int, str]:
+    """Those of `processes` (from ray_processes) that still run, wherever they were re-parented after a shutdown."""
+    alive = {}
+    for pid, line in processes.items():
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).is_running() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive[pid] = line
+    return alive
 
 
 class ServeServer:

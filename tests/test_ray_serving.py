@@ -22,6 +22,7 @@ from course_lib.ray_serving import (
     ray_processes,
     replica_actors,
     running_replicas,
+    still_running,
     wait_for_replacement,
 )
 from course_lib.servers import serve
@@ -75,7 +76,7 @@ def test_image_api_on_ray_serve_answers_as_on_uvicorn_and_stops_clean_twice(clas
         expected, expected_batched = answers(plain.url), answers(batched.url)
     assert expected["upload a digit"][0] == 200 and expected["text file"][0] == 415, expected
     assert expected_batched["health"][1]["batching"]["max_batch"] == BATCHED["max_batch"], expected_batched
-    before = ray_processes()
+    assert ray_processes() == {}  # none of this test process's own (another worker's Ray is not counted)
     deployment = image_api_deployment("digits", num_replicas=1, ray_actor_options={"num_cpus": 1})
     for cycle in (1, 2):
         server = ServeServer(deployment.bind(), name="image_api", num_cpus=2)
@@ -85,12 +86,14 @@ def test_image_api_on_ray_serve_answers_as_on_uvicorn_and_stops_clean_twice(clas
                 second = server.deploy(image_api_deployment("digits", name="second", **BATCHED).bind(), "second")
                 assert not differences(answers(second), expected_batched, where="batched app")
                 batching_counters_move(second)
-            assert ray_processes(), "no Ray process while Serve runs: the check below would prove nothing"
+            started = ray_processes()
+            assert started, "no Ray process while Serve runs: the check below would prove nothing"
             assert listening_addresses(server.port) == {"127.0.0.1"}
         problems = differences(got, expected, where=f"cycle {cycle}")
         assert not problems, problems  # the same statuses (the hardening suite checks them) and the same answers
         assert listening_addresses(server.port) == set()
-        assert settled(ray_processes, before), f"cycle {cycle} left Ray processes: {ray_processes()}"
+        assert settled(lambda: still_running(started), {}), f"cycle {cycle} left {still_running(started)}"  # noqa: B023
+        assert ray_processes() == {}
 
 
 def test_a_batched_deployment_lets_a_batch_fill_and_bounds_serve_s_queue():
@@ -118,7 +121,6 @@ def batching_counters_move(url: str) -> None:
 
 
 def test_replicas_spread_over_a_simulated_cluster_and_a_killed_replica_is_replaced():
-    before = ray_processes()
     with SimulatedCluster(head_cpus=1, worker_cpus=(1,)) as cluster:
         deployment = image_api_deployment("digits", name="spread", num_replicas=2, ray_actor_options={"num_cpus": 1})
         with ServeServer(deployment.bind(), "spread") as server:
@@ -126,12 +128,15 @@ def test_replicas_spread_over_a_simulated_cluster_and_a_killed_replica_is_replac
             assert set(served_by) == {"head", "worker-1"}, served_by  # one replica per node: each fits one only
             assert sum(served_by.values()) == 48
 
-            before = replica_actors("spread", "spread")
+            replicas = replica_actors("spread", "spread")
             killed = kill_replica("spread", "spread")
-            wait_for_replacement("spread", "spread", before)
-            after = replica_actors("spread", "spread")
-            assert killed in before and killed not in after and len(after) == 2, (before, killed, after)
+            wait_for_replacement("spread", "spread", replicas)
+            now = replica_actors("spread", "spread")
+            assert killed in replicas and killed not in now and len(now) == 2, (replicas, killed, now)
             assert running_replicas("spread", "spread") == 2
             responses = predict_concurrently(server.url, 16, 4)
             assert [r.status_code for r in responses] == [200] * 16
-    assert settled(ray_processes, before), f"the cluster left Ray processes: {ray_processes()}"
+            started = ray_processes()
+            assert sum("raylet" in line for line in started.values()) == 2, started  # a raylet per node
+    assert settled(lambda: still_running(started), {}), f"the cluster left Ray processes: {still_running(started)}"
+    assert ray_processes() == {}
