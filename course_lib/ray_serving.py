@@ -47,7 +47,8 @@ with warnings.catch_warnings():
 
 
 READY_TIMEOUT_S = 300.0  # a first deployment on a loaded 2-core machine: Ray starts workers, each imports torch
-RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::")  # in the command line of every process Ray starts
+RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::")
+BIND_ATTEMPTS = 3  # in the command line of every process Ray starts
 
 
 def start_ray(num_cpus: int | None = None, **options: Any) -> None:
@@ -232,14 +233,29 @@ class ServeServer:
         """Start Ray (if needed) and Serve's HTTP proxy on this port, deploy, and wait until ready_path answers 200."""
         start_ray(self.num_cpus)
         try:
-            # One proxy, on the head node: the nodes of a SimulatedCluster share this machine's ports.
-            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port})
+            self._start_proxy()
             serve.run(self.app, name=self.name, route_prefix="/", blocking=False)
             self._wait_ready(ready_path, timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_proxy(self) -> None:
+        """serve.start on this port; if the port was taken meanwhile (Ray starts its own processes on random ports
+        between free_port() and the proxy's bind), try again on another free port."""
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                # One proxy, on the head node: the nodes of a SimulatedCluster share this machine's ports.
+                serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port})
+                return
+            except Exception as error:  # Serve's proxy actor reports the failed bind as a RuntimeError, maybe wrapped
+                if "Failed to bind" not in str(error) or attempt == BIND_ATTEMPTS:
+                    raise
+                with contextlib.redirect_stdout(io.StringIO()):
+                    serve.shutdown()
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
 
     def deploy(
         self, app: serve.Application, name: str, ready_path: str = "/health", timeout_s: float = READY_TIMEOUT_S

@@ -3,6 +3,7 @@ with @serve.batch or not; a start-stop cycle leaves no Ray process and no listen
 Ray is started once at a time, and the cycles must not depend on test order); on a simulated two-node cluster both
 nodes serve, and a killed replica is replaced."""
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from course_lib.ray_serving import (
     still_running,
     wait_for_replacement,
 )
-from course_lib.servers import serve
+from course_lib.servers import bind_socket, serve
 from course_lib.vision import sample_images
 
 BATCH_COUNTERS = ("queued", "batches", "mean_batch_size", "rejected", "cancelled")  # differ with the traffic
@@ -80,7 +81,12 @@ def test_image_api_on_ray_serve_answers_as_on_uvicorn_and_stops_clean_twice(clas
     deployment = image_api_deployment("digits", num_replicas=1, ray_actor_options={"num_cpus": 1})
     for cycle in (1, 2):
         server = ServeServer(deployment.bind(), name="image_api", num_cpus=2)
-        with server:
+        taken = server.port
+        with contextlib.ExitStack() as stack:
+            if cycle == 1:  # the chosen port taken before Serve binds it: Serve moves to another free port
+                stack.enter_context(bind_socket("127.0.0.1", taken))
+            stack.enter_context(server)
+            assert (server.port != taken) == (cycle == 1)
             got = answers(server.url)
             if cycle == 2:  # a second application beside the first, at its own route prefix, batched
                 second = server.deploy(image_api_deployment("digits", name="second", **BATCHED).bind(), "second")
