@@ -1,0 +1,103 @@
+"""Input drift (notebook 08): is the live input still distributed like the data the model was trained on?
+
+Per feature, two scores compare a sliding window of live inputs with a reference kept from training:
+- PSI, the population stability index, over bins cut at the reference's quantiles:
+  sum over bins of (live share - reference share) x ln(live share / reference share). The usual reading:
+  under 0.1 stable, 0.1 to 0.25 worth a look, over 0.25 shifted.
+- The two-sample Kolmogorov-Smirnov test (`scipy.stats.ks_2samp`): its p-value says how surprising the largest gap
+  between the two distribution functions is for samples of these sizes.
+A feature drifts when both agree (PSI over its threshold and p under alpha): in a small window PSI alone reacts to
+sampling noise, and in a large window the KS test alone flags shifts too small to matter.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import ks_2samp
+
+PSI_BINS = 10
+PSI_THRESHOLD = 0.25
+KS_ALPHA = 0.01
+SHARE_FLOOR = 1e-4  # an empty bin's share: ln(0) would make PSI infinite
+
+
+def psi(reference: np.ndarray, live: np.ndarray, bins: int = PSI_BINS) -> float:
+    """Population stability index of live against reference (1-D), over bins at the reference's quantiles."""
+    reference, live = np.asarray(reference, dtype=float).ravel(), np.asarray(live, dtype=float).ravel()
+    if reference.size == 0 or live.size == 0:
+        raise ValueError("psi needs at least one reference value and one live value")
+    edges = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])  # interior edges; ties give empty bins
+    expected = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=bins) / reference.size
+    actual = np.bincount(np.searchsorted(edges, live, side="right"), minlength=bins) / live.size
+    expected, actual = np.maximum(expected, SHARE_FLOOR), np.maximum(actual, SHARE_FLOOR)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's drift scores for one window, and the verdict."""
+
+    feature: str
+    psi: float
+    ks_statistic: float
+    p_value: float
+    drifted: bool
+
+
+def feature_drift(
+    name: str, reference: np.ndarray, live: np.ndarray, psi_threshold: float = PSI_THRESHOLD, alpha: float = KS_ALPHA
+) -> FeatureDrift:
+    """PSI and the KS test of one feature; drifted when PSI > psi_threshold and the KS p-value < alpha."""
+    score = psi(reference, live)
+    test = ks_2samp(reference, live)
+    drifted = bool(score > psi_threshold and test.pvalue < alpha)
+    return FeatureDrift(name, score, float(test.statistic), float(test.pvalue), drifted)
+
+
+class DriftMonitor:
+    """Keeps the last `window` live rows and scores each feature against the reference rows from training."""
+
+    def __init__(
+        self,
+        reference: np.ndarray,
+        features: Sequence[str],
+        window: int = 200,
+        psi_threshold: float = PSI_THRESHOLD,
+        alpha: float = KS_ALPHA,
+    ) -> None:
+        self.reference = np.asarray(reference, dtype=float)
+        if self.reference.ndim != 2 or self.reference.shape[1] != len(features):
+            raise ValueError(f"reference must be (rows, {len(features)}), got {self.reference.shape}")
+        if window < 2:
+            raise ValueError(f"window must be at least 2 rows, got {window}")
+        self.features, self.window = list(features), window
+        self.psi_threshold, self.alpha = psi_threshold, alpha
+        self.live: deque[np.ndarray] = deque(maxlen=window)
+
+    def add(self, rows: np.ndarray) -> None:
+        """Append live rows (one row or a batch); the oldest fall out of the window."""
+        rows = np.asarray(rows, dtype=float).reshape(-1, len(self.features))
+        self.live.extend(rows)
+
+    @property
+    def full(self) -> bool:
+        """Whether the window holds `window` rows (scores on fewer rows are noisier)."""
+        return len(self.live) == self.window
+
+    def report(self) -> list[FeatureDrift]:
+        """Each feature's scores over the rows in the window now."""
+        if len(self.live) < 2:
+            raise ValueError("the window holds fewer than 2 rows: nothing to compare yet")
+        live = np.stack(list(self.live))
+        return [
+            feature_drift(name, self.reference[:, i], live[:, i], self.psi_threshold, self.alpha)
+            for i, name in enumerate(self.features)
+        ]
+
+    def drifted(self) -> list[str]:
+        """The features that drift in the window now."""
+        return [score.feature for score in self.report() if score.drifted]
