@@ -216,7 +216,7 @@ def still_running(processes: dict[int, str]) -> dict[int, str]:
     alive = {}
     for pid, line in processes.items():
         with contextlib.suppress(psutil.Error):
-            if psutil.Process(pid).is_running() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:  # Process() raises once the PID is gone
                 alive[pid] = line
     return alive
 
