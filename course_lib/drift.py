@@ -8,21 +8,28 @@ Per feature, two scores compare a sliding window of live inputs with a reference
   between the two distribution functions is for samples of these sizes.
 A feature drifts when both agree (PSI over its threshold and p under alpha): in a small window PSI alone reacts to
 sampling noise, and in a large window the KS test alone flags shifts too small to matter.
+
+Images have no features of their own, so the image API is watched through a few cheap statistics per image
+(`image_statistics`), which then drift like iris features (`image_drift_monitor`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy.stats import ks_2samp
 
 PSI_BINS = 10
 PSI_THRESHOLD = 0.25
 KS_ALPHA = 0.01
 SHARE_FLOOR = 1e-4  # an empty bin's share: ln(0) would make PSI infinite
+IMAGE_STATISTICS = ("brightness", "contrast", "sharpness", "dark_share", "bright_share")
+DARK_LEVEL = 0.05  # gray levels at or under this count as near-black (under-exposed, clipped shadows)
+BRIGHT_LEVEL = 0.95  # gray levels at or over this count as near-white (over-exposed, clipped highlights, paper)
 
 
 def psi(reference: np.ndarray, live: np.ndarray, bins: int = PSI_BINS) -> float:
@@ -101,3 +108,54 @@ class DriftMonitor:
     def drifted(self) -> list[str]:
         """The features that drift in the window now."""
         return [score.feature for score in self.report() if score.drifted]
+
+
+def image_statistics(image: Image.Image | bytes) -> np.ndarray:
+    """Cheap statistics of one image, in the order of IMAGE_STATISTICS, on its grayscale pixels scaled to [0, 1].
+
+    - brightness: the mean gray level; catches a camera or scanner that got darker or brighter.
+    - contrast: the standard deviation of the gray levels; catches washed-out or flat pictures.
+    - sharpness: the mean absolute difference between neighbouring pixels (across and down); catches blur
+      (it falls) and sensor noise (it rises).
+    - dark_share, bright_share: the shares of near-black and near-white pixels; catch clipping and pictures
+      from another source with another background (the digits are dark ink on white paper).
+    No aspect ratio or size: they are constant over the digits, and PSI over a constant reference's quantile bins
+    puts every larger live value into the reference's one bin (PSI 0), so the rule could never flag them.
+    Bytes are decoded by `decode_image`, with the API's limits; an image goes through the same RGB conversion.
+    """
+    from course_lib.vision.decoding import decode_image, to_rgb  # here: course_lib.vision imports torch (~4 s)
+
+    rgb = decode_image(image) if isinstance(image, bytes) else to_rgb(image)
+    gray = np.asarray(rgb.convert("L"), dtype=np.float64) / 255.0
+    across, down = np.abs(np.diff(gray, axis=1)), np.abs(np.diff(gray, axis=0))
+    pairs = across.size + down.size  # a 1×1 image has no neighbours at all
+    sharpness = (across.sum() + down.sum()) / pairs if pairs else 0.0
+    return np.array(
+        [
+            gray.mean(),
+            gray.std(),
+            sharpness,
+            np.mean(gray <= DARK_LEVEL),
+            np.mean(gray >= BRIGHT_LEVEL),
+        ]
+    )
+
+
+def image_statistics_rows(images: Iterable[Image.Image | bytes]) -> np.ndarray:
+    """The statistics of each image as one row: an (n, len(IMAGE_STATISTICS)) array."""
+    rows = [image_statistics(image) for image in images]
+    return np.stack(rows) if rows else np.empty((0, len(IMAGE_STATISTICS)))
+
+
+def image_drift_monitor(
+    reference_images: Iterable[Image.Image | bytes],
+    window: int = 200,
+    psi_threshold: float = PSI_THRESHOLD,
+    alpha: float = KS_ALPHA,
+) -> DriftMonitor:
+    """A DriftMonitor over IMAGE_STATISTICS, its reference the statistics of the training images.
+
+    Feed it with `monitor.add(image_statistics(image))` for each image the API receives.
+    """
+    reference = image_statistics_rows(reference_images)
+    return DriftMonitor(reference, IMAGE_STATISTICS, window=window, psi_threshold=psi_threshold, alpha=alpha)

@@ -63,15 +63,29 @@ def digits_resnet18() -> nn.Module:
     return model
 
 
+def digits_split(random_state: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into load_digits() of the model's 80/20 stratified split: (training, held out)."""
+    target = load_digits().target
+    idx_train, idx_test = train_test_split(
+        np.arange(len(target)), test_size=0.2, random_state=random_state, stratify=target
+    )
+    return idx_train, idx_test
+
+
+def digit_images(random_state: int = 42) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The digits as the API receives them (rendered RGB images): (training images, held-out images)."""
+    pixels = load_digits().images
+    idx_train, idx_test = digits_split(random_state)
+    return [render_digit(pixels[i]) for i in idx_train], [render_digit(pixels[i]) for i in idx_test]
+
+
 def digits_tensors(random_state: int = 42) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Digits rendered and preprocessed exactly as served; an 80/20 stratified split (X_tr, X_te, y_tr, y_te)."""
     digits = load_digits()
     preprocess = DigitsPreprocess()
     X = torch.stack([preprocess(render_digit(img)) for img in digits.images])
     y = torch.from_numpy(digits.target.astype(np.int64))
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=0.2, random_state=random_state, stratify=digits.target
-    )
+    idx_train, idx_test = digits_split(random_state)
     return X[idx_train], X[idx_test], y[idx_train], y[idx_test]
 
 
