@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import RandomForestClassifier
 from torch import nn
 
@@ -91,12 +92,17 @@ class IrisPredictions:
 
 # scikit-learn's joblib wrapper swaps the process-wide warning filters inside every forest prediction
 # (warnings.catch_warnings + resetwarnings, which are not thread-safe): concurrent predictions in a threaded server
-# can leave another thread's copy, or an empty list, as the filters of the whole process. One at a time keeps them.
+# can leave another thread's copy, or an empty list, as the filters of the whole process. One at a time keeps them
+# (scikit-learn models only).
 _PREDICTING = threading.Lock()
 
 
 def predict_iris(model: Any, rows: Any) -> IrisPredictions:
     """The one iris inference path (Flask, FastAPI and batch scoring): rows of 4 measurements → predictions."""
-    with _PREDICTING:
-        probabilities = np.asarray(model.predict_proba(np.asarray(rows, dtype=np.float64)))
+    X = np.asarray(rows, dtype=np.float64)
+    if isinstance(model, BaseEstimator):
+        with _PREDICTING:
+            probabilities = np.asarray(model.predict_proba(X))
+    else:  # other models run concurrently: a slow one (e.g. a shadowed candidate) never holds up the others
+        probabilities = np.asarray(model.predict_proba(X))
     return IrisPredictions([int(c) for c in model.classes_], probabilities, probabilities.argmax(axis=1))

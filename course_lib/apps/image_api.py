@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from course_lib.apps.body_limit import BodySizeLimit
 from course_lib.batching import BatcherStoppedError, MicroBatcher, QueueFullError
+from course_lib.monitoring import ApiMetrics, instrument_fastapi
 from course_lib.vision import Backend, Classifier, ImageError, decode_base64, load_classifier
 from course_lib.vision.backends import make_backend
 from course_lib.vision.decoding import MAX_IMAGE_BYTES
@@ -160,12 +161,14 @@ def create_app(
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_queue: int = DEFAULT_MAX_QUEUE,
     batching_class: Callable[[Classifier, Backend, int, float, int], BatchingPolicy] | None = None,
+    model_version: str = "unversioned",
 ) -> FastAPI:
     """Build the API around a classifier (default: load_classifier()) and a backend (a BACKENDS name or a Backend).
 
     max_batch > 1 turns dynamic batching on: up to max_batch concurrent requests share one network call, the first
     of them waiting at most max_wait_ms for the others; at most max_queue wait, more are answered 503. The batching
     is `batching_class(classifier, backend, max_batch, max_wait_ms, max_queue)`, by default this module's `Batching`.
+    GET /metrics and the request log (course_lib.monitoring) name the model, its backend and model_version.
     """
     classifier = classifier or load_classifier()
     engine = make_backend(classifier, backend) if isinstance(backend, str) else backend
@@ -184,6 +187,7 @@ def create_app(
     add_error_handlers(app)
     app.include_router(routes(classifier, engine, batching))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    instrument_fastapi(app, ApiMetrics(classifier.name, model_version, backend=engine.name))
     # read them through classifier_of / backend_of / batcher_of
     app.state.classifier, app.state.backend, app.state.batching = classifier, engine, batching
     return app

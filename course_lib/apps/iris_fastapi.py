@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -40,7 +40,9 @@ from course_lib.apps.iris_schemas import (
 )
 from course_lib.apps.offline_docs import LocalOnlyDocs
 from course_lib.data import IRIS_CLASSES
-from course_lib.models import load_simple_nn, predict_iris, train_simple_nn
+from course_lib.models import IrisPredictions, load_simple_nn, predict_iris, train_simple_nn
+from course_lib.monitoring import ApiMetrics, instrument_fastapi, request_id_from
+from course_lib.releases import ModelVersion, ReleaseRouter
 
 __all__ = [
     "VERSION",
@@ -48,11 +50,13 @@ __all__ = [
     "TorchIrisClassifier",
     "as_classifier",
     "predict_rows",
+    "format_predictions",
     "json_safe",
     "validation_exception_handler",
     "add_exception_handlers",
     "create_router",
     "create_app",
+    "release_of",
 ]
 
 VERSION = "1.0.0"
@@ -92,7 +96,13 @@ def predict_rows(
     classifier: Any, rows: Sequence[Sequence[float]], class_names: Sequence[str] = IRIS_CLASSES
 ) -> list[PredictionResponse]:
     """Run the classifier on rows and return one PredictionResponse per row."""
-    predictions = predict_iris(classifier, rows)
+    return format_predictions(predict_iris(classifier, rows), class_names)
+
+
+def format_predictions(
+    predictions: IrisPredictions, class_names: Sequence[str] = IRIS_CLASSES
+) -> list[PredictionResponse]:
+    """One PredictionResponse per row of predictions."""
     return [
         PredictionResponse(prediction=int(class_id), class_name=class_names[class_id], confidence=float(probs[best]))
         for class_id, probs, best in zip(
@@ -128,26 +138,49 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _internal_error_handler)
 
 
-def create_router(model: Any = None, class_names: Sequence[str] = IRIS_CLASSES) -> APIRouter:
-    """The API's routes, /health, /predict and /predict/batch, around a model as as_classifier() takes it."""
-    classifier = as_classifier(model)
-    model_name = type(getattr(classifier, "net", classifier)).__name__
+def model_name_of(classifier: Any) -> str:
+    """The class name of the network (or of the predict_proba model)."""
+    return type(getattr(classifier, "net", classifier)).__name__
+
+
+def create_router(
+    model: Any = None,
+    class_names: Sequence[str] = IRIS_CLASSES,
+    *,
+    release: ReleaseRouter | None = None,
+) -> APIRouter:
+    """The API's routes, /health, /predict and /predict/batch, around a model as as_classifier() takes it.
+
+    The answering model is chosen per request by `release` (by default a ReleaseRouter with the model alone),
+    keyed by the client's X-Client-ID (or the request id); the answer's X-Model-Version header names it.
+    """
+    if release is None:
+        classifier = as_classifier(model)
+        release = ReleaseRouter(ModelVersion(model_name_of(classifier), "unversioned", classifier))
     router = APIRouter()
+
+    def answer(request: Request, response: Response, rows: Sequence[Sequence[float]]) -> list[PredictionResponse]:
+        """Predict with the version the release router picks for this client, and say which one answered."""
+        key = request.headers.get("x-client-id") or getattr(request.state, "request_id", None)
+        predictions, version = release.predict(rows, request_id_from(key))
+        response.headers["X-Model-Version"] = version.version
+        request.state.model_version = version.version  # for the request log
+        return format_predictions(predictions, class_names)
 
     @router.get("/health", response_model=HealthResponse)
     def health() -> HealthResponse:
         """Liveness, API version and model name."""
-        return HealthResponse(status="healthy", version=VERSION, model=model_name)
+        return HealthResponse(status="healthy", version=VERSION, model=release.stable.name)
 
     @router.post("/predict", response_model=PredictionResponse)
-    def predict(request: IrisFeatures) -> PredictionResponse:
+    def predict(body: IrisFeatures, request: Request, response: Response) -> PredictionResponse:
         """Classify one flower: sepal length, sepal width, petal length, petal width (cm)."""
-        return predict_rows(classifier, [request.features], class_names)[0]
+        return answer(request, response, [body.features])[0]
 
     @router.post("/predict/batch", response_model=BatchResponse)
-    def predict_batch(request: IrisBatch) -> BatchResponse:
+    def predict_batch(body: IrisBatch, request: Request, response: Response) -> BatchResponse:
         """Classify 1 to 100 (MAX_BATCH) flowers in one call; answers keep the order of the rows."""
-        return BatchResponse(predictions=predict_rows(classifier, request.instances, class_names))
+        return BatchResponse(predictions=answer(request, response, body.instances))
 
     return router
 
@@ -157,15 +190,31 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     class_names: Sequence[str] = IRIS_CLASSES,
+    model_version: str = "unversioned",
 ) -> FastAPI:
-    """Build the iris API around SimpleNN (None: train it), a state-dict path or a predict_proba model."""
+    """Build the iris API around SimpleNN (None: train it), a state-dict path or a predict_proba model.
+
+    model_version names the model in /metrics, the request log and each answer's X-Model-Version header
+    (notebook 08 passes the version of its manifest). `release_of(app)` shadows, canaries, promotes, rolls back.
+    """
     app = FastAPIOffline(
         title="Iris inference API",
         version=VERSION,
         description="Classify an iris flower from 4 measurements (cm) with a small PyTorch network.",
     )
+    classifier = as_classifier(model)
+    release = ReleaseRouter(ModelVersion(model_name_of(classifier), model_version, classifier))
+    metrics = ApiMetrics(release.stable.name, model_version)
+    release.on_change = lambda stable: metrics.set_model(stable.name, stable.version)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(LocalOnlyDocs)
     add_exception_handlers(app)
-    app.include_router(create_router(model, class_names))
+    app.include_router(create_router(class_names=class_names, release=release))
+    instrument_fastapi(app, metrics)
+    app.state.release = release
     return app
+
+
+def release_of(app: FastAPI) -> ReleaseRouter:
+    """The ReleaseRouter of an app made by create_app (start_shadow, start_canary, promote, rollback)."""
+    return app.state.release

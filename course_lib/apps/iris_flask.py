@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from course_lib.data import IRIS_CLASSES
 from course_lib.models import predict_iris, train_iris_forest
+from course_lib.monitoring import ApiMetrics, instrument_flask
 
 __all__ = [
     "VERSION",
@@ -233,10 +234,12 @@ def create_app(
     max_content_length: int = MAX_CONTENT_LENGTH,
     class_names: Sequence[str] = IRIS_CLASSES,
     validate: Callable[[Any], list[float]] = parse_features,
+    model_version: str = "unversioned",
 ) -> Flask:
     """Build the iris API around a fitted classifier (predict_proba, classes_); None: train the source's forest.
 
     validate turns the JSON body into the feature list or raises InputError (default: parse_features).
+    GET /metrics and the request log (course_lib.monitoring) name the model by its class and model_version.
     """
     if model is None:
         model, _ = train_iris_forest()
@@ -247,4 +250,5 @@ def create_app(
     app.before_request(refuse_large_bodies)
     register_error_handlers(app)
     app.register_blueprint(create_blueprint(model, class_names, validate))
+    instrument_flask(app, ApiMetrics(type(model).__name__, model_version))
     return app

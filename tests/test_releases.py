@@ -1,0 +1,204 @@
+"""Shadow, canary, promotion gate and rollback on the iris FastAPI app over real HTTP: a shadow never changes or
+delays a client's answer (slow and crashing candidates included), a canary is sticky and sized as asked."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from course_lib.apps import iris_fastapi
+from course_lib.apps.iris_fastapi import TorchIrisClassifier
+from course_lib.data import iris_rows
+from course_lib.models import predict_iris, train_simple_nn
+from course_lib.monitoring import capture_request_log, parse_metrics
+from course_lib.releases import BUCKETS, ModelVersion, PromotionGate, ShadowReport, canary_bucket
+from course_lib.servers import serve
+
+ROWS = iris_rows(120, seed=3)
+SLOW_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def candidate_net():
+    """A second SimpleNN (another seed, fewer epochs): a real model that disagrees with `net` on some rows."""
+    return train_simple_nn(epochs=40, seed=7)[0]
+
+
+class Slow:
+    """The real candidate network, SLOW_S seconds late on every prediction (a much heavier model)."""
+
+    def __init__(self, net) -> None:
+        self.inner = TorchIrisClassifier(net)
+        self.classes_ = self.inner.classes_
+
+    def predict_proba(self, X):
+        time.sleep(SLOW_S)
+        return self.inner.predict_proba(X)
+
+
+class Crashing:
+    """A candidate whose every prediction raises."""
+
+    classes_ = np.arange(3)
+
+    def predict_proba(self, X):
+        raise RuntimeError("candidate broke")
+
+
+def predict_all(url: str, rows, headers: dict[str, str] | None = None) -> list[requests.Response]:
+    """POST every row to /predict from 4 clients; the responses in row order."""
+
+    def ask(row):
+        return requests.post(url + "/predict", json={"features": list(map(float, row))}, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(ask, rows))
+
+
+@pytest.fixture(scope="module")
+def stable_answers(net):
+    """The stable model's answers with no release running: what every client must keep getting under a shadow."""
+    with serve(iris_fastapi.create_app(net, model_version="v1")) as server:
+        return [r.json() for r in predict_all(server.url, ROWS)]
+
+
+def test_shadow_never_changes_an_answer_and_compares_the_candidate(net, candidate_net, stable_answers):
+    app = iris_fastapi.create_app(net, model_version="v1")
+    release = iris_fastapi.release_of(app)
+    with serve(app) as server:
+        release.start_shadow(ModelVersion("SimpleNN", "v2", TorchIrisClassifier(candidate_net)))
+        responses = predict_all(server.url, ROWS)
+        release.wait_for_shadow()
+        report = release.shadow_report()
+    release.close()
+    assert [r.json() for r in responses] == stable_answers
+    assert {r.headers["X-Model-Version"] for r in responses} == {"v1"}
+    stable = predict_iris(TorchIrisClassifier(net), ROWS)
+    candidate = predict_iris(TorchIrisClassifier(candidate_net), ROWS)
+    expected_agreement = float(np.mean(stable.class_ids == candidate.class_ids))
+    assert 0.5 < expected_agreement < 1.0  # the candidate really differs, so the comparison is not vacuous
+    assert (report.requests, report.compared, report.errors) == (len(ROWS), len(ROWS) - report.dropped, 0)
+    assert report.dropped == 0
+    assert report.agreement == pytest.approx(expected_agreement)
+    largest = float(np.max(np.abs(stable.probabilities - candidate.probabilities)))
+    assert report.max_probability_diff == pytest.approx(largest)
+    assert report.latency_ratio > 0
+
+
+def test_a_crashing_candidate_is_recorded_not_propagated(net, stable_answers):
+    app = iris_fastapi.create_app(net, model_version="v1")
+    release = iris_fastapi.release_of(app)
+    with serve(app) as server:
+        release.start_shadow(ModelVersion("Crashing", "v2", Crashing()))
+        responses = predict_all(server.url, ROWS)
+        release.wait_for_shadow()
+        report = release.shadow_report()
+    release.close()
+    assert [r.json() for r in responses] == stable_answers
+    assert report.errors == len(ROWS) and report.compared == 0 and report.error_rate == 1.0
+    assert report.last_errors[-1] == "RuntimeError: candidate broke"
+    decision = PromotionGate(min_compared=10).decide(report)
+    assert not decision.promote and any("error rate" in r and r.startswith("FAIL") for r in decision.reasons)
+
+
+def test_a_slow_candidate_never_makes_a_client_wait(net, candidate_net):
+    app = iris_fastapi.create_app(net, model_version="v1")
+    release = iris_fastapi.release_of(app)
+    with serve(app) as server:
+        release.start_shadow(ModelVersion("Slow", "v2", Slow(candidate_net)), max_queued=2)
+        waits = []
+        for row in ROWS[:10]:
+            started = time.perf_counter()
+            assert requests.post(server.url + "/predict", json={"features": list(map(float, row))}, timeout=30).ok
+            waits.append(time.perf_counter() - started)
+        report = release.shadow_report()
+    release.close()
+    # 10 answers while the candidate needs SLOW_S each: had any client waited for it, that answer took ≥ SLOW_S
+    assert max(waits) < SLOW_S / 2, waits
+    assert report.requests == 10 and report.dropped >= 5 and report.compared <= 1
+
+
+def test_canary_is_sticky_sized_as_asked_promotes_and_rolls_back(net, candidate_net):
+    app = iris_fastapi.create_app(net, model_version="v1")
+    release = iris_fastapi.release_of(app)
+    row = {"features": [6.0, 2.9, 4.5, 1.5]}
+    with serve(app) as server, capture_request_log() as lines:
+
+        def version_for(client: str) -> str:
+            response = requests.post(server.url + "/predict", json=row, headers={"X-Client-ID": client}, timeout=30)
+            return response.headers["X-Model-Version"]
+
+        release.start_canary(25, ModelVersion("SimpleNN", "v2", TorchIrisClassifier(candidate_net)))
+        clients = [f"user-{i}" for i in range(400)]
+        first = [version_for(c) for c in clients]
+        assert [version_for(c) for c in clients[:50]] == first[:50]  # sticky: the same client, the same version
+        share = first.count("v2") / len(first)
+        assert 0.18 < share < 0.32, share  # 25 % of 400 keys; binomial sd 2.2 points
+        expected = ["v2" if canary_bucket(c) < BUCKETS // 4 else "v1" for c in clients]
+        assert first == expected
+        assert [line["model_version"] for line in lines[: len(clients)]] == first
+
+        release.rollback()
+        assert {version_for(c) for c in clients[:50]} == {"v1"}
+
+        release.start_canary(25, ModelVersion("SimpleNN", "v2", TorchIrisClassifier(candidate_net)))
+        previous = release.promote()
+        assert previous.version == "v1" and {version_for(c) for c in clients[:50]} == {"v2"}
+        info = parse_metrics(requests.get(server.url + "/metrics", timeout=30).text)["model_info"].samples
+        assert [s.labels["version"] for s in info] == ["v2"]
+        release.rollback(to=previous)
+        assert {version_for(c) for c in clients[:50]} == {"v1"}
+
+
+def test_canary_bucket_is_the_same_in_every_process():
+    # sha256, not hash(): Python salts str hashes per process, which would move clients between versions
+    assert canary_bucket("user-1") == int.from_bytes(__import__("hashlib").sha256(b"user-1").digest()[:8]) % BUCKETS
+    assert canary_bucket("user-1") == 2594
+    with pytest.raises(ValueError):
+        iris_fastapi.release_of(iris_fastapi.create_app(train_simple_nn(epochs=1)[0])).start_canary(120)
+
+
+def report(**changes) -> ShadowReport:
+    """A shadow report that passes the default gate, with some fields changed."""
+    fields = dict(
+        stable="v1",
+        candidate="v2",
+        requests=500,
+        compared=500,
+        dropped=0,
+        errors=0,
+        agreement=0.995,
+        max_probability_diff=0.05,
+        latency_ratio=1.1,
+    )
+    return ShadowReport(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, failing",
+    [
+        ({"compared": 150}, "compared"),
+        ({"errors": 1, "compared": 499}, "error rate"),
+        ({"latency_ratio": 1.6}, "latency ratio"),
+        ({"agreement": 0.98}, "agreement"),
+        ({"agreement": float("nan"), "latency_ratio": float("nan"), "compared": 0}, "agreement"),
+    ],
+)
+def test_gate_rejects_each_threshold_with_its_reason(changes, failing):
+    assert PromotionGate().decide(report()).promote
+    decision = PromotionGate().decide(report(**changes))
+    assert not decision.promote
+    assert any(reason.startswith("FAIL") and failing in reason for reason in decision.reasons), decision
+
+
+def test_gate_for_a_retrained_model_needs_a_labelled_evaluation():
+    gate = PromotionGate(min_agreement=None, min_accuracy_gain=0.0)
+    low_agreement = report(agreement=0.7)  # a retrained model is meant to answer differently on drifted input
+    assert not gate.decide(low_agreement).promote  # no labels: no verdict
+    assert gate.decide(low_agreement, candidate_accuracy=0.95, stable_accuracy=0.80).promote
+    assert not gate.decide(low_agreement, candidate_accuracy=0.79, stable_accuracy=0.80).promote
+    assert not PromotionGate(max_probability_diff=0.01).decide(report()).promote
