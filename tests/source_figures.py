@@ -34,4 +34,12 @@ SOURCE_FIGURES: dict[str, list[str]] = {
         "1 秒",  # design constant: how often section 4 reads the replica count (watch_replicas sleeps 1 s)
         "0.1 秒",  # design constant: course_lib.clients.retrying_session's default backoff_s
     ],
+    "08_monitoring_and_safe_releases": [
+        "15 秒",  # a fact, not a measurement: a common Prometheus scrape_interval (the prose says "よく使う")
+        "0.02 秒",  # design constant: one of course_lib.monitoring.LATENCY_BUCKETS, read as the example le="0.02"
+        "1 ミリ秒",  # design constant: where LATENCY_BUCKETS start being dense (1 ms to 100 ms)
+        "4 秒",  # design constant: the two load phases of section 1 (client_load's phases)
+        "0.6 倍",  # design constant: how much darker section 3's shifted image stream is
+        "0.05 ×",  # design constant: exercise 3's harmless shift (0.05 σ) that the KS test alone would flag
+    ],
 }
