@@ -1,10 +1,13 @@
 """Notebook 08's request monitoring for every course API: Prometheus metrics at GET /metrics and one JSON log
 line per request with a request id.
 
-    http_requests_total{method, route, status}          requests answered (a counter)
-    http_request_duration_seconds{method, route}        server-side latency (a histogram)
+    http_requests_total{method, route, status, version}       requests answered (a counter)
+    http_request_duration_seconds{method, route, version}     server-side latency (a histogram)
     http_requests_in_flight                             requests being handled now (a gauge)
-    model_info{name, version, ...}                      which model this process serves (an info metric)
+    model_info{name, version, ...}                            which model is stable now (a gauge fixed at 1)
+
+`version` is the model version that answered, so a canary's errors and latency are told apart from the stable
+version's (a handful of versions at a time: a bounded label).
 
 Labels are bounded: `route` is the route's template ("/predict"), never the raw path, and "unmatched" for
 paths no route knows; unknown methods become "other". Otherwise a scanner sending random paths would create
@@ -75,17 +78,18 @@ class ApiMetrics:
     def __init__(self, model_name: str, model_version: str = "unversioned", **model_labels: str) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+            "http_requests", "HTTP requests answered", ["method", "route", "status", "version"], registry=self.registry
         )
         self.latency = Histogram(
             "http_request_duration_seconds",
             "Time from the request's arrival to the end of its answer, in the server",
-            ["method", "route"],
+            ["method", "route", "version"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge("http_requests_in_flight", "HTTP requests being handled now", registry=self.registry)
-        self.model = Info("model", "The model this process serves", registry=self.registry)
+        # an info metric: the gauge model_info{...} 1 (Prometheus' types: counter, gauge, histogram, summary)
+        self.model = Info("model", "The model version that is stable now", registry=self.registry)
         self.model_labels: dict[str, str] = {}
         self.set_model(model_name, model_version, **model_labels)
 
@@ -99,11 +103,11 @@ class ApiMetrics:
         """The version of the model being served."""
         return self.model_labels["version"]
 
-    def observe(self, method: str, route: str, status: int | str, seconds: float) -> None:
-        """Count one answered request and its latency."""
+    def observe(self, method: str, route: str, status: int | str, seconds: float, version: str) -> None:
+        """Count one answered request and its latency, under the model version that answered."""
         method = method if method in METHODS else "other"
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        self.requests.labels(method, route, str(status), version).inc()
+        self.latency.labels(method, route, version).observe(seconds)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
@@ -141,7 +145,7 @@ class ObserveASGI:
         self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        """Time the request to the end of its answer; a route's exception counts as a 500 and is re-raised."""
+        """Time the request until its last body chunk is sent; an exception counts as a 500 and is re-raised."""
         if scope["type"] != "http" or scope["path"] == METRICS_PATH:
             await self.app(scope, receive, send)
             return
@@ -150,16 +154,29 @@ class ObserveASGI:
         # routes read it as request.state.request_id; a route may set request.state.model_version (a canary)
         scope.setdefault("state", {})["request_id"] = request_id
         status: int | str = "none"  # the client left before any answer
+        recorded = False
+        started = time.perf_counter()
+
+        def record() -> None:
+            nonlocal recorded
+            recorded = True
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", UNMATCHED)
+            version = scope["state"].get("model_version", self.metrics.model_version)
+            self.metrics.observe(scope["method"], route, status, elapsed, version)
+            _log_request(request_id, scope["method"], route, status, elapsed, version)
 
         async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not recorded:
+                # before the last byte leaves: a client that has its answer finds it counted and logged
+                record()
             await send(message)
 
-        started = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
@@ -167,12 +184,8 @@ class ObserveASGI:
             status = 500
             raise
         finally:
-            self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", UNMATCHED)
-            version = scope["state"].get("model_version", self.metrics.model_version)
-            self.metrics.observe(scope["method"], route, status, elapsed)
-            _log_request(request_id, scope["method"], route, status, elapsed, version)
+            if not recorded:
+                record()
 
 
 class ObserveWSGI:
@@ -204,8 +217,9 @@ class ObserveWSGI:
             elapsed = time.perf_counter() - started
             route = environ.get("course_lib.route", UNMATCHED)
             method = environ.get("REQUEST_METHOD", "")
-            self.metrics.observe(method, route, status, elapsed)
-            _log_request(request_id, method, route, status, elapsed, self.metrics.model_version)
+            version = self.metrics.model_version
+            self.metrics.observe(method, route, status, elapsed, version)
+            _log_request(request_id, method, route, status, elapsed, version)
 
 
 def instrument_fastapi(app: Any, metrics: ApiMetrics) -> None:

@@ -7,8 +7,12 @@ A `ReleaseRouter` decides, per request, which `ModelVersion` answers:
   difference, latency ratio, errors). The copy goes through a bounded queue: when the candidate falls behind,
   copies are dropped and counted instead of delaying anyone, and a crashing candidate is recorded, never raised.
 - **canary**: a share of clients, chosen by a hash of a sticky key (the same client always gets the same version),
-  is answered by the candidate.
-- `promote()` makes the candidate stable; `rollback()` sends all traffic back to stable in one call.
+  is answered by the candidate. Without a client key the request id is used, and the split is per request.
+- `promote()` makes the candidate stable; `rollback()` undoes the release in one call: it drops the candidate, or,
+  after a promotion, returns to the version that was stable before.
+
+The router's state lives in one process: with several workers or replicas, each has its own (a release then
+belongs in the deployment's configuration, e.g. Ray Serve's or a service mesh's traffic split).
 
 `PromotionGate` turns a shadow report (and, for a retrained model, accuracy on fresh labelled rows) into an
 automatic promote/reject decision with its reasons.
@@ -79,6 +83,7 @@ class _Shadow:
     """The running comparison of one candidate."""
 
     candidate: ModelVersion
+    stable: ModelVersion
     copies: queue.Queue[tuple[Any, IrisPredictions, float] | None]
     worker: threading.Thread | None = None
     requests: int = 0
@@ -104,6 +109,7 @@ class ReleaseRouter:
         self.stable = stable
         self.predict_with = predict
         self.candidate: ModelVersion | None = None
+        self.previous: ModelVersion | None = None  # the stable version before the last promote(), for rollback()
         self.mode = "stable"  # "stable" | "shadow" | "canary"
         self.canary_percent = 0.0
         self._lock = threading.Lock()
@@ -113,9 +119,9 @@ class ReleaseRouter:
     # -- releasing -------------------------------------------------------------------------------------------
     def start_shadow(self, candidate: ModelVersion, max_queued: int = 64) -> None:
         """Copy every request to candidate from now on (at most max_queued waiting); clients get the stable answers."""
-        shadow = _Shadow(candidate, queue.Queue(max_queued))
-        shadow.worker = threading.Thread(target=self._run_shadow, args=(shadow,), name="shadow-candidate", daemon=True)
         with self._lock:
+            shadow = _Shadow(candidate, self.stable, queue.Queue(max_queued))
+            shadow.worker = threading.Thread(target=self._run_shadow, args=(shadow,), name="shadow", daemon=True)
             previous, self._shadow = self._shadow, shadow
             self.candidate, self.mode, self.canary_percent = candidate, "shadow", 0.0
         self._stop(previous)
@@ -139,6 +145,7 @@ class ReleaseRouter:
             if self.candidate is None:
                 raise ValueError("no candidate to promote")
             previous, self.stable = self.stable, self.candidate
+            self.previous = previous
             self.candidate, self.mode, self.canary_percent = None, "stable", 0.0
             shadow, self._shadow = self._shadow, None
         self._stop(shadow)
@@ -146,10 +153,15 @@ class ReleaseRouter:
         return previous
 
     def rollback(self, to: ModelVersion | None = None) -> None:
-        """All traffic to stable at once (or to `to`, e.g. the version promote() returned); the candidate is dropped."""
+        """Undo the release in one call: drop the candidate, or, with none, return to the version before promote().
+
+        `to` names the version to serve instead (e.g. an older one kept from an earlier promote()).
+        """
         with self._lock:
+            if to is None and self.candidate is None and self.previous is not None:
+                to = self.previous
             if to is not None:
-                self.stable = to
+                self.stable, self.previous = to, None
             self.candidate, self.mode, self.canary_percent = None, "stable", 0.0
             shadow, self._shadow = self._shadow, None
         self._stop(shadow)
@@ -162,22 +174,25 @@ class ReleaseRouter:
 
     # -- serving ---------------------------------------------------------------------------------------------
     def choose(self, key: str) -> ModelVersion:
-        """The version that answers this key: the candidate for the canary share of keys, stable otherwise."""
+        """The version that answers this key: the candidate for the canary share of keys, stable otherwise.
+
+        The bucket hashes the candidate's version with the key, so each release picks another share of clients.
+        """
         with self._lock:
             mode, candidate, percent = self.mode, self.candidate, self.canary_percent
             stable = self.stable
-        if mode == "canary" and candidate is not None and canary_bucket(key) < percent * BUCKETS / 100.0:
-            return candidate
+        if mode == "canary" and candidate is not None:
+            if canary_bucket(f"{candidate.version}/{key}") < percent * BUCKETS / 100.0:
+                return candidate
         return stable
 
-    def predict(self, rows: Any, key: str) -> tuple[IrisPredictions, ModelVersion]:
-        """Answer rows with the chosen version; under a shadow, queue a copy for the candidate (never waiting)."""
-        version = self.choose(key)
+    def predict(self, rows: Any, version: ModelVersion) -> IrisPredictions:
+        """Answer rows with version (from choose()); under a shadow, queue a copy for the candidate, never waiting."""
         started = time.perf_counter()
         predictions = self.predict_with(version.model, rows)
         elapsed = time.perf_counter() - started
         shadow = self._shadow
-        if shadow is not None:
+        if shadow is not None and version is shadow.stable:
             with self._lock:
                 shadow.requests += 1
             try:
@@ -185,7 +200,7 @@ class ReleaseRouter:
             except queue.Full:
                 with self._lock:
                     shadow.dropped += 1
-        return predictions, version
+        return predictions
 
     def _run_shadow(self, shadow: _Shadow) -> None:
         """A shadow's thread: run the candidate on each copied request and record the comparison, until None."""

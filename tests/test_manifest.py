@@ -327,6 +327,14 @@ def test_a_wider_reference_input_fails_the_input_schema(forest, tmp_path: Path):
     assert f"expected 4 columns ({', '.join(IRIS_FEATURES)}), found 5" in message
 
 
+def test_the_callers_feature_order_must_be_the_models(forest, tmp_path: Path):
+    path = save(forest, tmp_path, "skops")
+    assert load_verified(path, feature_names=list(IRIS_FEATURES))[1].feature_names == IRIS_FEATURES
+    swapped = [IRIS_FEATURES[1], IRIS_FEATURES[0], *IRIS_FEATURES[2:]]
+    message = raised(InputSchemaError, path, feature_names=swapped)
+    assert f"expected the caller's features {swapped}, found {IRIS_FEATURES}" in message
+
+
 @pytest.mark.parametrize(
     "row, found",
     [

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from course_lib.apps import image_api, iris_fastapi, iris_flask
 from course_lib.apps.iris_fastapi import TorchIrisClassifier
@@ -223,3 +226,37 @@ def test_histogram_quantile_interpolates_inside_the_bucket_as_promql_does():
     assert histogram_quantile(0.25, buckets) == pytest.approx(0.05)
     assert histogram_quantile(0.99, [(0.1, 10.0), (float("inf"), 20.0)]) == 0.1  # in +Inf: the highest finite bound
     assert np.isnan(histogram_quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]))
+
+
+def test_scrapes_during_traffic_never_fail_and_miss_no_request(api):
+    before = scrape(api.url)
+    statuses: list[int] = []
+
+    def client(_: int) -> None:
+        for _ in range(25):
+            statuses.append(api.good(api.url, {}).status_code)
+
+    def scraper(_: int) -> None:
+        for _ in range(20):
+            response = requests.get(api.url + "/metrics", timeout=30)
+            statuses.append(response.status_code)
+            parse_metrics(response.text)  # every scrape parses, even mid-update
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: client(i) if i < 4 else scraper(i), range(6)))
+    assert set(statuses) == {200}
+    assert count(scrape(api.url), "/predict", 200) - count(before, "/predict", 200) == 100
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"]),
+    query=st.text(max_size=40),
+    accept=st.sampled_from(["*/*", "application/openmetrics-text; version=1.0.0", "text/html", "\x00", ""]),
+    body=st.binary(max_size=256),
+)
+def test_metrics_route_answers_any_request_without_a_server_error(api, method, query, accept, body):
+    response = requests.request(
+        method, api.url + "/metrics", params={"q": query}, headers={"Accept": accept}, data=body, timeout=30
+    )
+    assert response.status_code < 500, response.text

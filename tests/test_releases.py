@@ -14,7 +14,7 @@ from course_lib.apps import iris_fastapi
 from course_lib.apps.iris_fastapi import TorchIrisClassifier
 from course_lib.data import iris_rows
 from course_lib.models import predict_iris, train_simple_nn
-from course_lib.monitoring import capture_request_log, parse_metrics
+from course_lib.monitoring import capture_request_log, parse_metrics, sample_value
 from course_lib.releases import BUCKETS, ModelVersion, PromotionGate, ShadowReport, canary_bucket
 from course_lib.servers import serve
 
@@ -138,7 +138,7 @@ def test_canary_is_sticky_sized_as_asked_promotes_and_rolls_back(net, candidate_
         assert [version_for(c) for c in clients[:50]] == first[:50]  # sticky: the same client, the same version
         share = first.count("v2") / len(first)
         assert 0.18 < share < 0.32, share  # 25 % of 400 keys; binomial sd 2.2 points
-        expected = ["v2" if canary_bucket(c) < BUCKETS // 4 else "v1" for c in clients]
+        expected = ["v2" if canary_bucket(f"v2/{c}") < BUCKETS // 4 else "v1" for c in clients]
         assert first == expected
         assert [line["model_version"] for line in lines[: len(clients)]] == first
 
@@ -150,8 +150,10 @@ def test_canary_is_sticky_sized_as_asked_promotes_and_rolls_back(net, candidate_
         assert previous.version == "v1" and {version_for(c) for c in clients[:50]} == {"v2"}
         info = parse_metrics(requests.get(server.url + "/metrics", timeout=30).text)["model_info"].samples
         assert [s.labels["version"] for s in info] == ["v2"]
-        release.rollback(to=previous)
+        release.rollback()  # after a promotion, one call returns to the version before it
         assert {version_for(c) for c in clients[:50]} == {"v1"}
+        release.rollback(to=ModelVersion("SimpleNN", "v0", TorchIrisClassifier(net)))
+        assert {version_for(c) for c in clients[:50]} == {"v0"}
 
 
 def test_canary_bucket_is_the_same_in_every_process():
@@ -202,3 +204,27 @@ def test_gate_for_a_retrained_model_needs_a_labelled_evaluation():
     assert gate.decide(low_agreement, candidate_accuracy=0.95, stable_accuracy=0.80).promote
     assert not gate.decide(low_agreement, candidate_accuracy=0.79, stable_accuracy=0.80).promote
     assert not PromotionGate(max_probability_diff=0.01).decide(report()).promote
+
+
+def test_each_release_picks_another_share_of_clients(net, candidate_net):
+    release = iris_fastapi.release_of(iris_fastapi.create_app(net, model_version="v1"))
+    clients = [f"user-{i}" for i in range(2000)]
+    picked = {}
+    for version in ("v2", "v3"):
+        release.start_canary(20, ModelVersion("SimpleNN", version, TorchIrisClassifier(candidate_net)))
+        picked[version] = {c for c in clients if release.choose(c).version == version}
+    both = len(picked["v2"] & picked["v3"]) / len(clients)
+    assert 0.15 < len(picked["v2"]) / len(clients) < 0.25
+    assert both < 0.08  # independent 20 % draws overlap in about 4 %; the same draw would overlap in 20 %
+
+
+def test_a_failing_canary_is_counted_and_logged_under_its_own_version(net):
+    app = iris_fastapi.create_app(net, model_version="v1")
+    iris_fastapi.release_of(app).start_canary(100, ModelVersion("Crashing", "v2", Crashing()))
+    with serve(app) as server, capture_request_log() as lines:
+        response = requests.post(server.url + "/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}, timeout=30)
+        families = parse_metrics(requests.get(server.url + "/metrics", timeout=30).text)
+    assert response.status_code == 500
+    assert [(line["status"], line["model_version"]) for line in lines] == [(500, "v2")]
+    assert sample_value(families, "http_requests_total", status="500", version="v2") == 1
+    assert sample_value(families, "http_requests_total", version="v1") == 0

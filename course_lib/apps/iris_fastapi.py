@@ -162,10 +162,10 @@ def create_router(
     def answer(request: Request, response: Response, rows: Sequence[Sequence[float]]) -> list[PredictionResponse]:
         """Predict with the version the release router picks for this client, and say which one answered."""
         key = request.headers.get("x-client-id") or getattr(request.state, "request_id", None)
-        predictions, version = release.predict(rows, request_id_from(key))
+        version = release.choose(request_id_from(key))
+        request.state.model_version = version.version  # for the request log and metrics, also if predicting fails
         response.headers["X-Model-Version"] = version.version
-        request.state.model_version = version.version  # for the request log
-        return format_predictions(predictions, class_names)
+        return format_predictions(release.predict(rows, version), class_names)
 
     @router.get("/health", response_model=HealthResponse)
     def health() -> HealthResponse:

@@ -312,10 +312,14 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest.from_json(meta.read_bytes(), path)
 
 
-def load_verified(path: str | Path, *, installed: dict[str, str] | None = None) -> tuple[Predictor, Manifest]:
+def load_verified(
+    path: str | Path, *, installed: dict[str, str] | None = None, feature_names: list[str] | None = None
+) -> tuple[Predictor, Manifest]:
     """Load the model at path after verifying its manifest; the manifest's version_notes list accepted differences.
 
     installed: the environment's versions ({name: version}, Python's under "python"); default: what is installed.
+    feature_names: the columns the caller will send, in its order; the manifest's must be the same (else
+    InputSchemaError), so a model trained on another column order is never served.
     """
     path = Path(path)
     if not path.is_file():
@@ -336,6 +340,12 @@ def load_verified(path: str | Path, *, installed: dict[str, str] | None = None) 
             path,
             "; ".join(refusals),
             "Install the recorded versions (make lab installs the lock), or save the model again in this environment",
+        )
+    if feature_names is not None and list(feature_names) != manifest.feature_names:
+        raise InputSchemaError(
+            path,
+            f"expected the caller's features {list(feature_names)}, found {manifest.feature_names}",
+            "Send the columns in the model's order, or load the model that was trained on yours",
         )
     X = manifest.verify_input(manifest.reference_input, path)
     predictor = get_format(manifest.format).load(path)
