@@ -84,11 +84,13 @@ class DriftMonitor:
         self.features, self.window = list(features), window
         self.psi_threshold, self.alpha = psi_threshold, alpha
         self.live: deque[np.ndarray] = deque(maxlen=window)
+        self.seen = 0  # rows added since the start, including those that left the window
 
     def add(self, rows: np.ndarray) -> None:
         """Append live rows (one row or a batch); the oldest fall out of the window."""
         rows = np.asarray(rows, dtype=float).reshape(-1, len(self.features))
         self.live.extend(rows)
+        self.seen += len(rows)
 
     @property
     def full(self) -> bool:

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -43,6 +44,7 @@ __all__ = [
     "METRICS_PATH",
     "LATENCY_BUCKETS",
     "ApiMetrics",
+    "DriftCollector",
     "request_id_from",
     "ObserveASGI",
     "ObserveWSGI",
@@ -109,9 +111,47 @@ class ApiMetrics:
         self.requests.labels(method, route, str(status), version).inc()
         self.latency.labels(method, route, version).observe(seconds)
 
+    def watch_drift(self, monitor: Any) -> None:
+        """Expose a DriftMonitor's scores at /metrics (see DriftCollector)."""
+        self.registry.register(DriftCollector(monitor))
+
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class DriftCollector:
+    """Exposes a DriftMonitor at each scrape: rows in its window and, once it is full, each feature's scores.
+
+        input_drift_window_rows                  live rows in the window
+        input_drift_psi{feature}                 PSI against the training reference
+        input_drift_ks_pvalue{feature}           the two-sample KS test's p-value
+        input_drifted{feature}                   1 when both agree (the monitor's rule), else 0
+
+    Scores are computed when Prometheus reads them (a few thousand numbers), never on a request's path.
+    """
+
+    def __init__(self, monitor: Any) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges, computed from the window as it is now."""
+        yield GaugeMetricFamily(
+            "input_drift_window_rows", "Live input rows in the drift window", len(self.monitor.live)
+        )
+        if not self.monitor.full:
+            return  # a half-empty window's scores are noise; alert only on full windows
+        families = {
+            "psi": GaugeMetricFamily("input_drift_psi", "PSI of live inputs vs training", labels=["feature"]),
+            "p_value": GaugeMetricFamily("input_drift_ks_pvalue", "KS test p-value vs training", labels=["feature"]),
+            "drifted": GaugeMetricFamily(
+                "input_drifted", "1 when PSI and the KS test both say drift", labels=["feature"]
+            ),
+        }
+        for score in self.monitor.report():
+            for field, family in families.items():
+                family.add_metric([score.feature], float(getattr(score, field)))
+        yield from families.values()
 
 
 def request_id_from(value: str | None) -> str:

@@ -3,8 +3,10 @@ counters move by exactly the requests sent, labels stay bounded, the request id 
 
 from __future__ import annotations
 
+import io
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,9 +17,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from course_lib.apps import image_api, iris_fastapi, iris_flask
 from course_lib.apps.iris_fastapi import TorchIrisClassifier
+from course_lib.drift import image_drift_monitor
 from course_lib.monitoring import (
     capture_request_log,
     histogram_buckets,
@@ -27,7 +31,7 @@ from course_lib.monitoring import (
     sample_value,
 )
 from course_lib.servers import serve
-from course_lib.vision.digits import digit_png
+from course_lib.vision.digits import digit_images, digit_png
 
 SECRET = "do-not-log-this-4711"
 
@@ -260,3 +264,52 @@ def test_metrics_route_answers_any_request_without_a_server_error(api, method, q
         method, api.url + "/metrics", params={"q": query}, headers={"Accept": accept}, data=body, timeout=30
     )
     assert response.status_code < 500, response.text
+
+
+def darker_png(image: Image.Image) -> bytes:
+    """The image as PNG, 40 % darker (a camera that lost light)."""
+    buffer = io.BytesIO()
+    image.point(lambda value: int(value * 0.6)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def plain_png(image: Image.Image) -> bytes:
+    """The image as PNG, unchanged."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_api_exposes_input_drift_of_the_images_it_answered(classifier):
+    train, held_out = digit_images()
+    monitor = image_drift_monitor(train, window=60)
+    with serve(image_api.create_app(classifier, drift_monitor=monitor)) as server:
+        sent = 0
+
+        def send(images, encode) -> dict[str, Any]:
+            """POST the images and one non-image; the metrics once every answered image reached the window."""
+            nonlocal sent
+            for image in images:
+                files = {"file": ("d.png", encode(image), "image/png")}
+                assert requests.post(server.url + "/predict", files=files, timeout=30).status_code == 200
+            assert requests.post(server.url + "/predict", files={"file": ("x", b"not an image")}).status_code == 415
+            sent += len(images)
+            deadline = time.monotonic() + 30  # the statistics are added after each answer has been sent
+            while monitor.seen < sent and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return scrape(server.url)
+
+        def drifted(families: dict[str, Any]) -> set[str]:
+            return {s.labels["feature"] for s in families["input_drifted"].samples if s.value == 1}
+
+        half = send(held_out[:30], plain_png)
+        assert sample_value(half, "input_drift_window_rows") == 30  # only answered images count
+        assert "input_drifted" not in half  # no verdict on a half-empty window
+        normal = send(held_out[30:60], plain_png)
+        assert sample_value(normal, "input_drift_window_rows") == 60 and drifted(normal) == set()
+        dark = send(held_out[60:120], darker_png)
+        assert "brightness" in drifted(dark)
+        assert sample_value(dark, "input_drift_psi", feature="brightness") > 0.25
+        assert sample_value(dark, "input_drift_ks_pvalue", feature="brightness") < 0.01
+        recovered = send(held_out[120:180], plain_png)
+        assert drifted(recovered) == set()

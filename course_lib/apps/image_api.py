@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
-from fastapi import APIRouter, FastAPI, File, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from course_lib.apps.body_limit import BodySizeLimit
 from course_lib.batching import BatcherStoppedError, MicroBatcher, QueueFullError
+from course_lib.drift import DriftMonitor, image_statistics
 from course_lib.monitoring import ApiMetrics, instrument_fastapi
 from course_lib.vision import Backend, Classifier, ImageError, decode_base64, load_classifier
 from course_lib.vision.backends import make_backend
@@ -162,6 +163,7 @@ def create_app(
     max_queue: int = DEFAULT_MAX_QUEUE,
     batching_class: Callable[[Classifier, Backend, int, float, int], BatchingPolicy] | None = None,
     model_version: str = "unversioned",
+    drift_monitor: DriftMonitor | None = None,
 ) -> FastAPI:
     """Build the API around a classifier (default: load_classifier()) and a backend (a BACKENDS name or a Backend).
 
@@ -169,6 +171,8 @@ def create_app(
     of them waiting at most max_wait_ms for the others; at most max_queue wait, more are answered 503. The batching
     is `batching_class(classifier, backend, max_batch, max_wait_ms, max_queue)`, by default this module's `Batching`.
     GET /metrics and the request log (course_lib.monitoring) name the model, its backend and model_version.
+    drift_monitor (e.g. `drift.image_drift_monitor(training_images)`) receives the statistics of every image answered,
+    computed after the answer has been sent; /metrics then shows its scores (`monitoring.DriftCollector`).
     """
     classifier = classifier or load_classifier()
     engine = make_backend(classifier, backend) if isinstance(backend, str) else backend
@@ -185,9 +189,12 @@ def create_app(
         BodySizeLimit, max_bytes=MAX_BODY_BYTES, key="error", message="the request body is larger than {limit} bytes"
     )
     add_error_handlers(app)
-    app.include_router(routes(classifier, engine, batching))
+    app.include_router(routes(classifier, engine, batching, drift_monitor))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    instrument_fastapi(app, ApiMetrics(classifier.name, model_version, backend=engine.name))
+    metrics = ApiMetrics(classifier.name, model_version, backend=engine.name)
+    if drift_monitor is not None:
+        metrics.watch_drift(drift_monitor)
+    instrument_fastapi(app, metrics)
     # read them through classifier_of / backend_of / batcher_of
     app.state.classifier, app.state.backend, app.state.batching = classifier, engine, batching
     return app
@@ -322,16 +329,29 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def routes(classifier: Classifier, backend: Backend, batching: BatchingPolicy | None = None) -> APIRouter:
+def routes(
+    classifier: Classifier,
+    backend: Backend,
+    batching: BatchingPolicy | None = None,
+    drift_monitor: DriftMonitor | None = None,
+) -> APIRouter:
     """The demo page, /health and the two predict routes for one classifier and backend, batched or not."""
     router = APIRouter()
     responses = {**ERRORS, **BUSY} if batching else ERRORS
 
-    async def answer(request: Request, data: bytes) -> dict[str, Any]:
-        """classify alone in the thread pool, or through the batcher."""
+    def watch(data: bytes) -> None:
+        """Add an answered image's statistics to the drift window (a background task: after the answer is sent)."""
+        drift_monitor.add(image_statistics(data))
+
+    async def answer(request: Request, data: bytes, tasks: BackgroundTasks) -> dict[str, Any]:
+        """classify alone in the thread pool, or through the batcher; then, off the answer's path, watch for drift."""
         if batching is None:
-            return await run_in_threadpool(classifier.classify, data, backend)
-        return await batching.classify(request, data)
+            result = await run_in_threadpool(classifier.classify, data, backend)
+        else:
+            result = await batching.classify(request, data)
+        if drift_monitor is not None:
+            tasks.add_task(watch, data)
+        return result
 
     @router.get("/", include_in_schema=False)
     def demo_page() -> FileResponse:
@@ -350,14 +370,14 @@ def routes(classifier: Classifier, backend: Backend, batching: BatchingPolicy | 
         }
 
     @router.post("/predict", response_model=Prediction, responses=responses)
-    async def predict(request: Request, file: UploadFile = File(...)) -> dict[str, Any]:
+    async def predict(request: Request, tasks: BackgroundTasks, file: UploadFile = File(...)) -> dict[str, Any]:
         """Classify an uploaded image (multipart field `file`)."""
-        return await answer(request, await file.read(MAX_IMAGE_BYTES + 1))
+        return await answer(request, await file.read(MAX_IMAGE_BYTES + 1), tasks)
 
     @router.post("/predict/base64", response_model=Prediction, responses=responses)
-    async def predict_base64(request: Request, body: Base64Image) -> dict[str, Any]:
+    async def predict_base64(request: Request, body: Base64Image, tasks: BackgroundTasks) -> dict[str, Any]:
         """Classify a Base64 image sent as JSON {"image": "..."}."""
-        return await answer(request, await run_in_threadpool(decode_base64, body.image))
+        return await answer(request, await run_in_threadpool(decode_base64, body.image), tasks)
 
     return router
 
