@@ -55,6 +55,7 @@ __all__ = [
     "parse_metrics",
     "sample_value",
     "histogram_buckets",
+    "bucket_of_rank",
     "histogram_quantile",
 ]
 
@@ -350,17 +351,22 @@ def histogram_buckets(families: dict[str, Any], name: str, **labels: str) -> lis
     return sorted(counts.items())
 
 
+def bucket_of_rank(q: float, buckets: list[tuple[float, float]]) -> tuple[float, float, float, float, float]:
+    """PromQL's search: (rank q·n, lower bound, lower count, upper bound, count) of the bucket that holds the rank."""
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            return rank, lower_bound, lower_count, bound, count
+        lower_bound, lower_count = bound, count
+    return rank, lower_bound, lower_count, float("inf"), buckets[-1][1]
+
+
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     """PromQL's histogram_quantile: find the bucket holding rank q·n, interpolate linearly inside it."""
     if not buckets or buckets[-1][1] == 0:
         return float("nan")
-    total = buckets[-1][1]
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if bound == float("inf"):
-                return lower_bound  # PromQL answers the highest finite bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-12)
-        lower_bound, lower_count = bound, count
-    return lower_bound
+    rank, lower_bound, lower_count, bound, count = bucket_of_rank(q, buckets)
+    if bound == float("inf"):
+        return lower_bound  # PromQL answers the highest finite bound
+    return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-12)
