@@ -1,6 +1,6 @@
 """What notebook 08's release machinery costs a client: the iris FastAPI app answering alone, with a shadow candidate
-as fast as itself, and with a shadow candidate half a second slow (which must not slow anyone), measured side by side
-in alternating rounds on one server. Also the time of one /metrics scrape."""
+as fast as itself, with one half a second slow and with one that raises on every copy (neither may slow anyone),
+measured side by side in alternating rounds on one server. Also the time of one /metrics scrape."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from course_lib.servers import serve
 
 BODY = {"features": [5.1, 3.5, 1.4, 0.2]}
 SLOW_S = 0.5
-MODES = ("no shadow", "shadow, same model", "shadow, slow model")
+MODES = ("no shadow", "shadow, same model", "shadow, slow model", "shadow, crashing model")
 
 
 class SlowCandidate:
@@ -34,6 +34,15 @@ class SlowCandidate:
         return self.inner.predict_proba(X)
 
 
+class CrashingCandidate:
+    """A candidate whose every prediction raises (its errors are recorded, never seen by a client)."""
+
+    classes_ = np.arange(3)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        raise RuntimeError("the candidate is broken")
+
+
 def measure(n: int, rounds: int, concurrency: int) -> tuple[dict[str, LatencyStats], float]:
     """Latency per mode (modes alternate within each round) and the median time of a /metrics scrape in ms."""
     classifier = TorchIrisClassifier(train_simple_nn()[0])
@@ -42,6 +51,7 @@ def measure(n: int, rounds: int, concurrency: int) -> tuple[dict[str, LatencySta
     candidates = {
         "shadow, same model": ModelVersion("SimpleNN", "same", TorchIrisClassifier(train_simple_nn(seed=1)[0])),
         "shadow, slow model": ModelVersion("SimpleNN", "slow", SlowCandidate(classifier)),
+        "shadow, crashing model": ModelVersion("Crashing", "crashing", CrashingCandidate()),
     }
     samples: dict[str, list[float]] = {mode: [] for mode in MODES}
     walls = dict.fromkeys(MODES, 0.0)
