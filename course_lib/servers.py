@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from course_lib.scratch import process_temp_file
 
 __all__ = [
     "ServerError",
@@ -375,8 +376,7 @@ class ScriptServer(Server):
     def _start(self) -> None:
         self.port = self.requested_port or free_port(self.host)
         args = _resolve_command(self.command, self.port)
-        fd, name = tempfile.mkstemp(prefix="course-server-", suffix=".log")
-        self.log_path = Path(name)
+        fd, self.log_path = process_temp_file("course-server-", suffix=".log")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         with os.fdopen(fd, "wb") as log_file:
             self.process = subprocess.Popen(

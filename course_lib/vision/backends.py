@@ -4,7 +4,6 @@ on that model quantized to int8 (checked against fp32 when it starts)."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from course_lib.scratch import process_temp_dir
 from course_lib.vision.classifier import Classifier
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -53,9 +53,9 @@ class OnnxBackend:
 
         self.classifier = classifier
         if path is None:
-            folder = tempfile.mkdtemp(prefix="course-onnx-")
+            folder = process_temp_dir("course-onnx-")  # a killed process's folder is removed by the next one
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)  # removed with the backend, or at exit
-            path = Path(folder) / f"{classifier.name}.onnx"
+            path = folder / f"{classifier.name}.onnx"
         self.fp32_path = Path(path)
         export_onnx(classifier.model, classifier.example_input(2), self.fp32_path, dynamic_batch=True)
         self.threads, self.spinning = threads, spinning
