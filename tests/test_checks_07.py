@@ -88,6 +88,8 @@ def with_retry(retrying_session: Callable[[int, float], requests.Session], **cha
         (dict(status_forcelist={503}), "500 が再試行されていません"),
         (dict(status_forcelist={400, 500, 502, 503, 504}), "400 を再試行しました"),
         (dict(status_forcelist=set(range(400, 600))), "4xx はクライアントの誤り"),
+        (dict(status_forcelist=set(range(500, 600))), "501 を再試行しました"),
+        (dict(status_forcelist={500, 502, 503, 504, 505}), "505 を再試行しました"),
         (dict(allowed_methods=Retry.DEFAULT_ALLOWED_METHODS), "POST が再試行されていません"),
         (dict(raise_on_status=True), "raise_on_status=False"),
         (dict(respect_retry_after_header=False), "Retry-After: 1（秒）に従っていません"),
@@ -102,6 +104,8 @@ def with_retry(retrying_session: Callable[[int, float], requests.Session], **cha
         "only-503",
         "retries-400",
         "retries-all-errors",
+        "retries-every-5xx",
+        "retries-505",
         "post-not-allowed",
         "raises-at-the-end",
         "ignores-retry-after",
@@ -116,6 +120,33 @@ def with_retry(retrying_session: Callable[[int, float], requests.Session], **cha
 def test_retrying_session_rejects_wrong_retries(solution, changes, message):
     with pytest.raises(AssertionError, match=message):
         checks_07.check_retrying_session(with_retry(solution["retrying_session"], **changes))
+
+
+def with_backoff(retrying_session: Callable[[int, float], requests.Session], factor_of: Callable[[float], float]):
+    """The solution's session with backoff_factor=factor_of(backoff_s)."""
+
+    def make(attempts: int, backoff_s: float) -> requests.Session:
+        session = retrying_session(attempts, backoff_s)
+        retry = session.get_adapter("http://").max_retries
+        session.mount("http://", HTTPAdapter(max_retries=retry.new(backoff_factor=factor_of(backoff_s))))
+        return session
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("factor_of", "message"),
+    [
+        (lambda backoff_s: 0.5, "backoff_s=0.05 のセッションの backoff_factor が 0.5"),  # waits far too long
+        (lambda backoff_s: checks_07.BACKOFF_S, "backoff_s=0.2 のセッションの backoff_factor が 0.05"),
+        (lambda backoff_s: 2 * backoff_s, "backoff_factor が 0.1 でした"),
+        (lambda backoff_s: backoff_s / 2, "backoff_factor が 0.025 でした"),
+    ],
+    ids=["hard-coded-long", "hard-coded-as-the-check-s-first", "doubled", "halved"],
+)
+def test_retrying_session_rejects_a_backoff_other_than_the_parameter(solution, factor_of, message):
+    with pytest.raises(AssertionError, match=message):
+        checks_07.check_retrying_session(with_backoff(solution["retrying_session"], factor_of))
 
 
 def test_retrying_session_rejects_a_session_without_retries():
@@ -249,7 +280,24 @@ def fits(cpus: float, per_replica: float) -> int:
             "既定値",
         ),
         (lambda solved: lambda *case: {**solved(*case), "target_ongoing_requests": 1}, "引数の target_ongoing"),
-        (lambda solved: lambda *case: {**solved(*case), "max_replicas": 0}, "AutoscalingConfig"),
+        (lambda solved: lambda *case: {**solved(*case), "max_replicas": 0}, "少なくとも 1"),
+        (
+            max_replicas_by(lambda rps, s, t, c, p: max(1, min(math.ceil(rps * s / t), math.ceil(c / p)))),
+            r"切り捨てです（floor\(7 / 2\) = 3）",
+        ),
+        (
+            max_replicas_by(lambda rps, s, t, c, p: max(1, min(math.ceil(rps * s / t), round(c / p)))),
+            r"切り捨てです（floor\(7 / 2\) = 3）",
+        ),
+        (
+            max_replicas_by(lambda rps, s, t, c, p: min(math.ceil(rps * s / t), fits(c, p))),
+            r"cluster_cpus=1, cpus_per_replica=2 で 0 でした）。1 レプリカも載らない",
+        ),
+        (
+            max_replicas_by(lambda rps, s, t, c, p: min(max(1, math.ceil(rps * s / t)), fits(c, p))),
+            "max_replicas は少なくとも 1",
+        ),
+        (max_replicas_by(lambda rps, s, t, c, p: max(1, min(math.ceil(rps * s / t), c // p))), r"整数（int）.*6\.0"),
         (lambda solved: lambda *case: [solved(*case)], "辞書"),
     ],
     ids=[
@@ -261,6 +309,11 @@ def fits(cpus: float, per_replica: float) -> int:
         "no-target",
         "other-target",
         "zero-max",
+        "fits-rounded-up",
+        "fits-rounded",
+        "zero-when-nothing-fits",
+        "lower-bound-before-the-cap",
+        "float-from-floor-division",
         "not-a-dict",
     ],
 )

@@ -34,6 +34,7 @@ BACKOFF_S = 0.05  # small, so the whole check takes a few seconds
 SLOW_BACKOFF_S = 0.2  # for the backoff case: large enough that its waits stand out from the time a request takes
 RETRIED = (503, 500, 502, 504)  # a full queue (503), a replica killed with the request in flight (500), proxies
 NOT_RETRIED = (400, 404, 413, 415, 422)  # the client's fault: the same request fails the same way again
+NOT_FIXED_BY_RETRYING = (501, 505)  # server errors all the same, but no replica implements the method next time
 RETRY_AFTER_S = 1
 TIMEOUT_S = 10.0
 
@@ -156,13 +157,20 @@ def _check_gives_up(retrying_session: Callable[[int, float], Any], flaky: Flaky)
 
 
 def _check_client_errors(session: requests.Session, flaky: Flaky) -> None:
-    """A 4xx is the client's fault: answered after one call, never sent again."""
+    """A 4xx is the client's fault, a 501 or 505 the server's for good: answered after one call, never sent again."""
     for status in NOT_RETRIED:
         got, calls = flaky.post(session, failures=1, status=status)
         assert len(calls) == 1 and got == status, (
             f"{status} を再試行しました（{len(calls)} 回送って {got}）。4xx はクライアントの誤り（壊れた画像、"
             "大きすぎる本文、ないパス…）で、何度送っても同じ答えです。status_forcelist は 500, 502, 503, 504 だけに"
             "してください"
+        )
+    for status in NOT_FIXED_BY_RETRYING:
+        got, calls = flaky.post(session, failures=1, status=status)
+        assert len(calls) == 1 and got == status, (
+            f"{status} を再試行しました（{len(calls)} 回送って {got}）。5xx でも、501（Not Implemented: そのメソッドを"
+            "サーバーが持っていない）や 505（HTTP Version Not Supported）は、どのレプリカに送り直しても同じ答えで、"
+            "待つ時間と負荷が増えるだけです。5xx をすべてではなく、500, 502, 503, 504 だけを再試行してください"
         )
 
 
@@ -177,8 +185,23 @@ def _check_retry_after(session: requests.Session, flaky: Flaky) -> None:
     )
 
 
+def _check_backoff_factor(retrying_session: Callable[[int, float], Any]) -> None:
+    """backoff_factor is the asked backoff_s (read from the Retry: a wait far too long is not worth timing)."""
+    for backoff_s in (BACKOFF_S, SLOW_BACKOFF_S):
+        factor = _retry_of(_session(retrying_session, ATTEMPTS, backoff_s), "http://127.0.0.1").backoff_factor
+        if factor and not math.isclose(factor, backoff_s):  # 0 is the missing backoff, which the timing shows
+            waits = ", ".join(f"{factor * 2 ** (n - 1):g}" for n in range(2, ATTEMPTS + 1))
+            wanted = ", ".join(f"{backoff_s * 2 ** (n - 1):g}" for n in range(2, ATTEMPTS + 1))
+            raise AssertionError(
+                f"backoff_s={backoff_s} のセッションの backoff_factor が {factor:g} でした。引数の backoff_s を"
+                f"そのまま渡してください（backoff_factor=backoff_s）。このままでは 2 回目以降の再試行の前に {waits} 秒"
+                f"待ちます（{wanted} 秒のはず）。決まった値や、backoff_s に掛けた値ではなく、呼び出し側が決めた間隔です"
+            )
+
+
 def _check_backoff(retrying_session: Callable[[int, float], Any], flaky: Flaky) -> None:
     """Exponential backoff as urllib3 2 does it: the first retry at once, then backoff_s × 2^(n-1) before retry n."""
+    _check_backoff_factor(retrying_session)
     session = _session(retrying_session, ATTEMPTS, SLOW_BACKOFF_S)
     got, calls = flaky.post(session, failures=ATTEMPTS)
     assert got == 200 and len(calls) == ATTEMPTS + 1, f"503 を {ATTEMPTS} 回返した後の 200 になりませんでした（{got}）"
@@ -385,6 +408,9 @@ AUTOSCALING_CASES = (
     ((1, 0.01, 2, 8, 1), 1),  # almost idle: still one replica
     ((30, 0.1, 2, 8, 1), 2),  # 3 in flight / 2 = 1.5: rounded up
     ((100, 0.1, 5, 8, 1), 2),  # another target than Serve's default (2): it must be the one given
+    ((100, 0.25, 2, 7, 2), 3),  # 3.5 replicas fit: only 3 whole ones (ceil and round give 4)
+    ((100, 0.25, 2, 3, 0.5), 6),  # 6 fit, as an int (3 // 0.5 is the float 6.0)
+    ((100, 0.1, 2, 1, 2), 1),  # not even one replica fits: still 1, Ray refuses a max_replicas of 0
 )
 
 
@@ -403,6 +429,12 @@ def _likely_mistake(got: Any, case: tuple[float, ...], expected: int) -> str:
             f"クラスターに載る数（floor(cluster_cpus / cpus_per_replica) = {fits}）を超えています",
         ),
         (
+            max(1, min(math.ceil(in_flight / target), math.ceil(cluster_cpus / cpus_per_replica))),
+            f"クラスターに載る数は切り捨てです（floor({cluster_cpus} / {cpus_per_replica}) = {fits}）。"
+            f"{cluster_cpus / cpus_per_replica:g} を切り上げたり四捨五入したりして数えたレプリカは、1 レプリカ分の"
+            " CPU がどのノードにも空いていないので、いつまでも起動待ち（PENDING）のままです",
+        ),
+        (
             min(fits, max(1, math.ceil(peak_rps / latency_s / target))),
             "同時に処理中のリクエストは peak_rps × latency_s（リトルの法則）です。割り算ではありません",
         ),
@@ -414,6 +446,23 @@ def _likely_mistake(got: Any, case: tuple[float, ...], expected: int) -> str:
     return next((hint for value, hint in hints if value == got != expected), "")
 
 
+def _check_max_replicas_shape(got: Any, case: tuple[float, ...]) -> None:
+    """max_replicas is a positive int: the two mistakes Ray's schema reports without saying what to do."""
+    cluster_cpus, cpus_per_replica = case[3:]
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        return  # missing or of another type: Ray's schema says so
+    assert isinstance(got, int), (
+        f"max_replicas は整数（int）にしてください（cluster_cpus={cluster_cpus}, cpus_per_replica={cpus_per_replica}"
+        f" で {got!r} でした。// は float 同士なら float を返します: {cluster_cpus} // {cpus_per_replica} == "
+        f"{cluster_cpus // cpus_per_replica!r}。math.floor(...) なら int です）"
+    )
+    assert got >= 1, (
+        f"max_replicas は少なくとも 1 にしてください（cluster_cpus={cluster_cpus}, cpus_per_replica={cpus_per_replica}"
+        f" で {got} でした）。1 レプリカも載らないクラスターでも 0 にはしません（Ray の AutoscalingConfig は 0 を"
+        "受け付けません）。載る数で頭打ちにした後に max(1, ...) で下限を付けてください"
+    )
+
+
 def _check_autoscaling(config: Any, case: tuple[float, ...], expected: int) -> None:
     """One autoscaling_config: Ray's schema, then min 1, the given target and Little's law's max."""
     from ray.serve.config import AutoscalingConfig  # after course_lib.ray_serving (see the import at the top)
@@ -421,6 +470,7 @@ def _check_autoscaling(config: Any, case: tuple[float, ...], expected: int) -> N
     assert isinstance(config, dict), (
         f"autoscaling_config を辞書（dict）で返してください（{type(config).__name__} でした）"
     )
+    _check_max_replicas_shape(config.get("max_replicas"), case)
     try:
         AutoscalingConfig.model_validate(config)
     except ValidationError as error:
