@@ -1,4 +1,5 @@
-"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…] |
+"""Command line: `python -m course_lib doctor | exercises [--check] | lab [jupyter args…] | progress [FOLDER] [--json]
+| grade SUBMISSIONS [--out DIR] |
 download-weights [--url URL] | serve image-api [--port N] [--host 127.0.0.1] [--model auto|imagenet|digits]
 [--backend torch|onnx|onnx-int8] [--max-batch N] [--max-wait-ms MS] [--max-queue N] [--workers N]`."""
 
@@ -22,14 +23,14 @@ DEFAULT_MAX_WAIT_MS, DEFAULT_MAX_QUEUE = 5.0, 64
 LAB_CONFIG = Path(__file__).resolve().parent / "jupyter_config"
 
 
-def lab_command(extra: list[str]) -> list[str]:
-    """The JupyterLab command line that `make lab` runs: the course folder, 127.0.0.1, notebook 00 first."""
+def lab_command(extra: list[str], workspace: Path) -> list[str]:
+    """The JupyterLab command line that `make lab` runs: the learner's workspace, 127.0.0.1, lesson 00 first."""
     return [
         sys.executable,
         "-m",
         "jupyter",
         "lab",
-        f"--ServerApp.root_dir={ROOT}",
+        f"--ServerApp.root_dir={workspace}",
         "--ServerApp.ip=127.0.0.1",
         "--LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb",
         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # containers run as root
@@ -52,8 +53,9 @@ def _exercises(args: argparse.Namespace) -> int:
         for name in stale:
             print(f"out of date: exercises/{name} (run `make exercises`)")
         return 1 if stale else 0
-    changed = build_exercises()
+    changed, rescued = build_exercises()
     lines = [f"\n  {'wrote' if p.exists() else 'deleted (no solution)'} {p.relative_to(ROOT)}" for p in changed]
+    lines += [f"\n  your edited copy was kept first: {p}" for p in rescued]
     print(f"{len(changed)} exercise notebook(s) changed" + "".join(lines))
     return 0
 
@@ -66,9 +68,47 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> int:
-    command = lab_command(args.jupyter_args)
+    from course_lib.workspace import sync_workspace, workspace_dir
+
+    workspace = workspace_dir()
+    for line in sync_workspace(ROOT, workspace).lines():
+        print(line, flush=True)
+    print(
+        f"JupyterLab を作業フォルダー {workspace} で開きます（ここでの変更はコースの更新で上書きされません）",
+        flush=True,
+    )
+    command = lab_command(args.jupyter_args, workspace)
     os.execve(command[0], command, lab_environment())
     return 0  # not reached
+
+
+def _progress(args: argparse.Namespace) -> int:
+    import json
+
+    from course_lib.exercises.progress import format_progress, progress
+    from course_lib.workspace import workspace_dir
+
+    folder = Path(args.folder) if args.folder else workspace_dir() / "exercises"
+    if not folder.is_dir():
+        print(f"error: {folder} がありません。先に `make lab` で作業フォルダーを作ってください。", file=sys.stderr)
+        return 2
+    runs = progress(folder, args.timeout, args.jobs)
+    print(json.dumps([r.to_json() for r in runs], ensure_ascii=False, indent=1) if args.json else format_progress(runs))
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from course_lib.exercises.grading import grade, write_reports
+
+    submissions = Path(args.submissions)
+    if not submissions.is_dir():
+        print(f"error: {submissions} is not a folder (expected one folder per learner)", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else submissions.with_name(submissions.name + "-grades")
+    grades = grade(submissions, args.timeout, args.jobs)
+    for path in write_reports(grades, out):
+        print(f"wrote {path}")
+    return 0
 
 
 def _download_weights(args: argparse.Namespace) -> int:
@@ -137,8 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exercises", help="build exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only report exercises that are out of date")
     ex.set_defaults(func=_exercises)
-    lab = sub.add_parser("lab", help="start JupyterLab on the course (other options go to `jupyter lab`)")
+    lab = sub.add_parser(
+        "lab",
+        help="copy new notebooks into the workspace (work/, or $COURSE_WORKSPACE) and start JupyterLab there "
+        "(other options go to `jupyter lab`)",
+    )
     lab.set_defaults(func=_lab, passthrough=True)
+    pr = sub.add_parser("progress", help="run your exercise notebooks in fresh kernels and show each check's result")
+    pr.add_argument("folder", nargs="?", help="folder of notebooks (default: the workspace's exercises/)")
+    pr.add_argument("--json", action="store_true", help="print the results as JSON")
+    _run_options(pr)
+    pr.set_defaults(func=_progress)
+    gr = sub.add_parser("grade", help="grade a class: SUBMISSIONS/<learner>/<notebook>.ipynb → CSV and HTML report")
+    gr.add_argument("submissions", help="folder with one sub-folder of notebooks per learner")
+    gr.add_argument("--out", help="where the reports go (default: SUBMISSIONS-grades next to it)")
+    _run_options(gr)
+    gr.set_defaults(func=_grade)
     dl = sub.add_parser(
         "download-weights", help="download the ResNet-50 ImageNet weights into the torch hub cache (needs internet)"
     )
@@ -182,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=_serve, validate=functools.partial(_validate_serve, srv))
     return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that run notebooks: time limit and parallelism."""
+    parser.add_argument(
+        "--timeout", type=bounded(float, 1, 86_400), default=600.0, help="seconds per notebook (default %(default)s)"
+    )
+    parser.add_argument(
+        "--jobs", type=bounded(int, 1, 64), default=None, help="notebooks run at once (default: the number of cores)"
+    )
 
 
 def _validate_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -6,13 +6,16 @@ import re
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_markdown_cell
+from nbformat.v4 import new_code_cell, new_markdown_cell
+
+from course_lib.workspace import learner_changed, rescue
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 PLACEHOLDER = "# YOUR CODE HERE\nraise NotImplementedError()"
 RAISES_TAG = "raises-exception"
 HEADER_ID = "generated-header"
+SUMMARY_ID = "progress-summary"
 _BLOCK = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*(?P<eol>\n|$)",
     re.MULTILINE | re.DOTALL,
@@ -57,15 +60,28 @@ def strip_solutions(source: str, where: str = "cell") -> tuple[str, bool]:
 
 
 def generated_header(solution_name: str) -> nbformat.NotebookNode:
-    """The first cell of every exercise notebook: where it comes from, and that edits belong in solutions/."""
+    """The first cell of every exercise notebook: where to write answers, and where the exercise comes from."""
     cell = new_markdown_cell(
-        f"> **自動生成ファイル**: このノートブックは `solutions/{solution_name}` から"
-        " `make exercises` で生成されています。\n"
-        "> 演習の答えはここに書いてかまいませんが、"
-        "教材そのものを直すときは `solutions/` を編集して生成し直してください。"
+        f"> **答えを書く場所**: `make lab` が用意する作業フォルダーの `work/exercises/{solution_name}`"
+        " に書いてください。作業フォルダーのファイルは、`make exercises`・`make test`・コースの更新のどれでも"
+        "上書きされません。\n"
+        f"> **自動生成ファイル**: 元の演習 `exercises/{solution_name}` は `solutions/{solution_name}` から"
+        " `make exercises` で生成されます（直接編集しないでください）。"
     )
     cell.id = HEADER_ID
     return cell
+
+
+def summary_cells() -> list[nbformat.NotebookNode]:
+    """The last cells of every exercise notebook: this kernel's check results, as `progress` shows them."""
+    heading = new_markdown_cell(
+        "## 進み具合\n\nこのノートブックで実行したチェックの結果です"
+        "（全ノートブックの一覧は、ターミナルで `.venv/bin/python -m course_lib progress`）。"
+    )
+    heading.id = SUMMARY_ID + "-heading"
+    cell = new_code_cell("from course_lib.exercises import summary\n\nsummary()")
+    cell.id = SUMMARY_ID
+    return [heading, cell]
 
 
 def exercise_notebook(solution: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
@@ -86,6 +102,7 @@ def exercise_notebook(solution: nbformat.NotebookNode, name: str) -> nbformat.No
         else:
             cell.metadata.pop("tags", None)
     notebook.cells.insert(0, generated_header(name))
+    notebook.cells.extend(summary_cells())
     return notebook
 
 
@@ -110,19 +127,30 @@ def _orphans(solutions: Path, exercises: Path) -> list[Path]:
     return sorted(p for p in exercises.glob("*.ipynb") if p.name not in expected)
 
 
-def build_exercises(solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises") -> list[Path]:
-    """Write exercises/ from solutions/, delete orphans, and return the files written or deleted."""
+def build_exercises(
+    solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises", workspace: Path | None = None
+) -> tuple[list[Path], list[Path]]:
+    """Write exercises/ from solutions/ and delete orphans; return the files written or deleted, and the answers
+    rescued: a file a learner edited (it differs from its committed version) is first copied to the workspace."""
     exercises.mkdir(exist_ok=True)
-    changed = []
+    changed, rescued = [], []
+
+    def keep_learners_work(path: Path) -> None:
+        if learner_changed(path, exercises.parent):
+            rescued.append(rescue(path, "exercises", workspace))
+
     for source, target in _pairs(solutions, exercises):
         text = _exercise_text(source)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
+            if target.exists():
+                keep_learners_work(target)
             target.write_text(text, encoding="utf-8")
             changed.append(target)
     for orphan in _orphans(solutions, exercises):
+        keep_learners_work(orphan)
         orphan.unlink()
         changed.append(orphan)
-    return changed
+    return changed, rescued
 
 
 def stale_exercises(solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises") -> list[str]:
