@@ -48,6 +48,7 @@ class BurnReport:
     returncode: int
     seconds: float
     burner_cpu_seconds: tuple[float, ...]
+    load_average: float | None = None  # the machine's 5-minute load average at the end (None where unknown)
 
     @property
     def cores_taken(self) -> float:
@@ -57,9 +58,10 @@ class BurnReport:
     def line(self) -> str:
         """One line for a log or a closing note."""
         shown = " ".join(self.command)
+        load = "" if self.load_average is None else f", load average {self.load_average:.1f}"
         return (
             f"cpu_burner: exit {self.returncode} after {self.seconds:.0f} s; {len(self.burner_cpu_seconds)} burner(s) "
-            f"took {self.cores_taken:.2f} core(s) on average (of {os.cpu_count()}) — {shown}"
+            f"took {self.cores_taken:.2f} core(s) on average (of {os.cpu_count()}{load}) — {shown}"
         )
 
 
@@ -102,7 +104,8 @@ def run_beside_burners(command: Sequence[str], burners: int = 1) -> BurnReport:
         used = tuple(cpu_seconds(p) - b for p, b in zip(started_burners, before, strict=True))
     finally:
         stop_burners(started_burners)
-    return BurnReport(tuple(command), returncode, seconds, used)
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else None  # a starved burner says the machine was busy
+    return BurnReport(tuple(command), returncode, seconds, used, load)
 
 
 def main(argv: list[str] | None = None) -> int:
