@@ -14,7 +14,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from course_lib.exercises.grading import grade, write_reports
-from course_lib.exercises.running import check_titles
+from course_lib.exercises.running import check_titles, restore_check_cells
 from course_lib.workspace import ROOT
 
 NAME = "00_setup.ipynb"
@@ -149,6 +149,18 @@ def test_reports_csv_and_html(class_run, trouble_run):
     assert {r["notebook_status"] for r in details if r["learner"] == "frank"} == {"invalid"}
     html = page.read_text(encoding="utf-8")
     assert "時間切れ" in html and "カーネルが止まりました" in html and "ノートブックとして読めません" in html
+
+
+def test_a_check_edited_to_pass_is_graded_as_the_course_wrote_it(tmp_path):
+    notebook = exercise_with({})
+    [cell] = [c for c in notebook.cells if c.cell_type == "code" and TITLES[0] in c.source]
+    cell.source = f'check("{TITLES[0]}", lambda: None)  # the learner made the check pass'
+    path = tmp_path / NAME
+    nbformat.write(notebook, path)
+    assert restore_check_cells(path) == 1
+    restored = nbformat.read(path, as_version=4)
+    assert any("checks_00.check_echo_app(create_echo_app)" in c.source for c in restored.cells)
+    assert restore_check_cells(path) == 0
 
 
 def test_check_titles_are_read_from_the_code_not_the_output():
