@@ -1,5 +1,6 @@
 """Ray Serve for the course (notebook 07): Ray started quietly from a notebook or a test, the course's image API as
-a Serve deployment, served on 127.0.0.1 at a free port and stopped without leaving a Ray process behind.
+a Serve deployment, served on 127.0.0.1 at a free port and stopped without leaving a Ray process behind; a process
+killed before it stops Ray leaves none either (`watch_ray_processes`, course_lib/ray_watchdog.py).
 
 The deployment puts the image API that uvicorn serves (`image_api.create_app`) behind `@serve.ingress`, so one app
 serves both ways: the same routes, the same answers and the same 4xx errors. Ray calls the app builder in each
@@ -15,6 +16,8 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
+import subprocess
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tqdm import TqdmWarning
 
 from course_lib.apps.image_api import DEFAULT_MAX_QUEUE
+from course_lib.ray_watchdog import ray_descendants, start_watchdog
 from course_lib.servers import free_port
 from course_lib.vision import Backend, Classifier
 
@@ -47,12 +51,27 @@ with warnings.catch_warnings():
 
 
 READY_TIMEOUT_S = 300.0  # a first deployment on a loaded 2-core machine: Ray starts workers, each imports torch
-RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::")
-BIND_ATTEMPTS = 3  # in the command line of every process Ray starts
+BIND_ATTEMPTS = 3
+RAY_DIR = os.path.dirname(ray.__file__)  # every program and script Ray starts lives here (ray_watchdog.is_ray_process)
+_watchdog: dict[int, subprocess.Popen] = {}  # by the PID of the process it watches (a forked child needs its own)
+
+
+def watch_ray_processes() -> None:
+    """Start, once per process, the watchdog that ends the Ray processes this process started when it dies, even by
+    SIGKILL (a Jupyter "Restart kernel"): see ray_watchdog.py. It ends with this process. Not on Windows, where a
+    parent's death leaves its children's parent PID unchanged (Ray ties its processes to the driver there with a job
+    object)."""
+    if os.name != "posix":
+        return
+    running = _watchdog.get(os.getpid())
+    if running is None or running.poll() is not None:
+        _watchdog[os.getpid()] = start_watchdog(RAY_DIR)
 
 
 def start_ray(num_cpus: int | None = None, **options: Any) -> None:
-    """ray.init for one machine, quiet: no dashboard, worker and Serve logs stay in Ray's log files, not in cells."""
+    """ray.init for one machine, quiet: no dashboard, worker and Serve logs stay in Ray's log files, not in cells.
+    The Ray processes it starts end with this process, also when it is killed (watch_ray_processes)."""
+    watch_ray_processes()  # before ray.init: a kernel killed while Ray starts leaves nothing either
     if not ray.is_initialized():
         options.setdefault("address", "local")  # a new Ray, never one a crashed notebook left running
         ray.init(
@@ -200,14 +219,13 @@ def build_image_app(args: dict[str, Any]) -> serve.Application:
 
 
 def ray_processes() -> dict[int, str]:
-    """The Ray processes this process started (raylets, GCS, workers: all descend from the driver), by PID, with
-    their command lines cut to 120 characters. Another notebook's or test's Ray on the same machine is not ours."""
+    """The Ray processes this process started (raylets, GCS, agents, workers: all descend from the driver), by PID,
+    with their command lines cut to 120 characters. Another notebook's or test's Ray on the same machine is not ours,
+    nor is the watchdog."""
     found = {}
-    for process in psutil.Process().children(recursive=True):
+    for process in ray_descendants(psutil.Process(), RAY_DIR):
         with contextlib.suppress(psutil.Error):
-            line = " ".join(process.cmdline())
-            if any(name in line for name in RAY_PROCESS_NAMES):
-                found[process.pid] = line[:120]
+            found[process.pid] = " ".join(process.cmdline())[:120]
     return found
 
 
@@ -313,6 +331,7 @@ class SimulatedCluster:
         """Start the head, add the workers, wait until all have registered, and connect this process."""
         from ray.cluster_utils import Cluster
 
+        watch_ray_processes()  # the nodes are this process's children: they end with it, also when it is killed
         self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": self.head_cpus})
         try:
             self.names[self.cluster.head_node.node_id] = "head"
