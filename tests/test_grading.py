@@ -36,16 +36,20 @@ def exercise_with(answers: dict[str, str], extra_cells: tuple[str, ...] = ()) ->
     return notebook
 
 
+TROUBLE = "99_trouble.ipynb"  # no course notebook of that name: its own checks are expected, none is restored
+STEPS = ["手順 1", "手順 2"]
+
+
 def small(*sources: str) -> nbformat.NotebookNode:
-    """A short notebook named like exercise 00 that runs check 1, then its trouble, then check 2."""
+    """A short notebook that runs check 1, then its trouble, then check 2."""
     head = "from course_lib.exercises import check"
-    checks = [f'check("{TITLES[0]}", lambda: None)', *sources, f'check("{TITLES[1]}", lambda: None)']
+    checks = [f'check("{STEPS[0]}", lambda: None)', *sources, f'check("{STEPS[1]}", lambda: None)']
     return new_notebook(cells=[new_code_cell(s) for s in (head, *checks)])
 
 
-def save(folder: Path, learner: str, notebook: nbformat.NotebookNode | str) -> Path:
+def save(folder: Path, learner: str, notebook: nbformat.NotebookNode | str, name: str = NAME) -> Path:
     """Write a learner's submission (a notebook, or raw text for a file that is not one)."""
-    path = folder / learner / NAME
+    path = folder / learner / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(notebook, str):
         path.write_text(notebook, encoding="utf-8")
@@ -59,9 +63,9 @@ def leftover_pid_file(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pid") / "server.pid"
 
 
-def graded(folder: Path, submissions: dict[str, nbformat.NotebookNode | str], timeout: float):
+def graded(folder: Path, submissions: dict[str, nbformat.NotebookNode | str], timeout: float, name: str = NAME):
     """Grade the submissions; return the grades, the report files, and each original's path and bytes before."""
-    originals = {learner: save(folder, learner, notebook) for learner, notebook in submissions.items()}
+    originals = {learner: save(folder, learner, notebook, name) for learner, notebook in submissions.items()}
     before = {learner: path.read_bytes() for learner, path in originals.items()}
     grades = grade(folder, timeout=timeout, jobs=2)
     return grades, write_reports(grades, folder.with_name(folder.name + "-grades")), originals, before
@@ -73,7 +77,8 @@ def class_run(tmp_path_factory, leftover_pid_file):
     process running."""
     leave_a_server = (
         "import subprocess, sys\n"
-        "server = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'])\n"
+        # its own session, as a daemonised server: the kernel's shutdown (a signal to its process group) misses it
+        "server = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'], start_new_session=True)\n"
         f"open({str(leftover_pid_file)!r}, 'w').write(str(server.pid))"
     )
     wrong = exercise_with({"create_add_app": ADD_APP_WITHOUT_TYPES, "is_healthy": "return True"}, (leave_a_server,))
@@ -93,7 +98,7 @@ def trouble_run(tmp_path_factory):
         "erin": small("import os\nos._exit(1)"),
         "frank": "this is not a notebook {",
     }
-    return graded(tmp_path_factory.mktemp("trouble"), submissions, timeout=10)
+    return graded(tmp_path_factory.mktemp("trouble"), submissions, timeout=30, name=TROUBLE)
 
 
 def test_solution_passes_and_untouched_exercise_is_not_started(class_run):
@@ -116,13 +121,14 @@ def test_wrong_answers_carry_the_checks_message_and_leftover_processes_are_stopp
 
 def test_a_hang_a_dead_kernel_and_a_broken_file_cost_only_that_notebook(trouble_run):
     grades, *_ = trouble_run
-    hang, died, broken = (grades.runs[learner][NAME] for learner in ("dave", "erin", "frank"))
+    hang, died, broken = (grades.runs[learner][TROUBLE] for learner in ("dave", "erin", "frank"))
     assert (hang.status, died.status, broken.status) == ("timeout", "died", "invalid")
-    for learner in ("dave", "erin"):  # the check before the trouble counts; the ones after were never reached
-        assert [grades.cell(learner, NAME, t)[0] for t in TITLES] == ["pass", "missing", "missing"]
-    assert "時間切れ" in grades.cell("dave", NAME, TITLES[1])[1]
-    assert "カーネルが止まりました" in grades.cell("erin", NAME, TITLES[1])[1]
-    assert [grades.cell("frank", NAME, t)[0] for t in TITLES] == ["missing"] * 3
+    assert grades.columns == [(TROUBLE, step) for step in STEPS]
+    for learner in ("dave", "erin"):  # the check before the trouble counts; the one after was never reached
+        assert [grades.cell(learner, TROUBLE, s)[0] for s in STEPS] == ["pass", "missing"]
+    assert "時間切れ" in grades.cell("dave", TROUBLE, STEPS[1])[1]
+    assert "カーネルが止まりました" in grades.cell("erin", TROUBLE, STEPS[1])[1]
+    assert [grades.cell("frank", TROUBLE, s)[0] for s in STEPS] == ["missing"] * 2
 
 
 @pytest.mark.parametrize("run", ["class_run", "trouble_run"])
@@ -130,7 +136,7 @@ def test_originals_are_never_modified(run, request):
     _, _, originals, before = request.getfixturevalue(run)
     assert {learner: path.read_bytes() for learner, path in originals.items()} == before
     for path in originals.values():
-        assert [p.name for p in path.parent.iterdir()] == [NAME], "nothing written beside them"
+        assert [p.name for p in path.parent.iterdir()] == [path.name], "nothing written beside them"
 
 
 def test_reports_csv_and_html(class_run, trouble_run):
