@@ -1,5 +1,11 @@
-"""The notebook-06 exercise checks accept the solutions, reject each likely wrong answer, report unfinished ones."""
+"""The notebook-06 exercise checks accept the solutions notebook's answers (run from solutions/06 itself, so the test
+and the notebook cannot drift apart), reject each likely wrong answer with its own Japanese message, and report
+unfinished ones. The wrong answers are the solution with one mistake each, written here as the solution's twins."""
 
+from pathlib import Path
+from typing import Any
+
+import nbformat
 import numpy as np
 import onnxruntime
 import pytest
@@ -9,9 +15,30 @@ from onnxruntime.quantization import CalibrationDataReader
 from course_lib.exercises import checks_06
 from course_lib.vision.digits import digits_resnet18, digits_tensors
 
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "06_making_the_image_api_fast.ipynb"
+SOLUTION_NAMES = ("make_session", "DigitsCalibrationReader", "locustfile_source")
+
+
+@pytest.fixture(scope="module")
+def solution() -> dict[str, Any]:
+    """The solutions notebook's definitions: its code cells except the checks."""
+    namespace: dict[str, Any] = {}
+    for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
+        if cell.cell_type == "code" and "check(" not in cell.source:
+            code = compile(cell.source, f"solutions/06 cell {cell.id}", "exec", dont_inherit=True)
+            exec(code, namespace)  # noqa: S102 - the course's own notebook
+    assert all(name in namespace for name in SOLUTION_NAMES), f"solutions/06 does not define {SOLUTION_NAMES}"
+    return namespace
+
 
 def not_implemented(*args, **kwargs):
     raise NotImplementedError()
+
+
+def test_every_exercise_accepts_the_solution(solution, classifier):
+    checks_06.check_session_builder(solution["make_session"], classifier)
+    checks_06.check_calibration_reader(solution["DigitsCalibrationReader"], classifier)
+    checks_06.check_locust_user(solution["locustfile_source"], classifier)
 
 
 def test_unfinished_exercises_are_reported_as_not_implemented(classifier):
@@ -79,32 +106,39 @@ def test_session_builder_rejects_something_else_than_a_session(classifier):
 
 
 class Reader(CalibrationDataReader):
-    """Gives inputs in batches of 64 under key; forever when endless."""
+    """Gives inputs in batches of batch_size under key: forever when endless, without the last short batch when
+    drop_last, each batch starting `overlap` images before the previous one ended."""
 
-    def __init__(self, key, inputs, endless=False):
-        self.key, self.inputs, self.endless, self.start = key, inputs, endless, 0
+    def __init__(self, key, inputs, batch_size=64, endless=False, drop_last=False, overlap=0):
+        stop = len(inputs) - batch_size + 1 if drop_last else len(inputs)
+        self.batches = [inputs[i : i + batch_size] for i in range(0, max(stop, 0), batch_size - overlap)]
+        self.key, self.endless, self.position = key, endless, 0
 
     def get_next(self):
-        if self.start >= len(self.inputs):
+        if self.position >= len(self.batches):
             if not self.endless:
                 return None
-            self.start = 0
-        batch = self.inputs[self.start : self.start + 64]
-        self.start += 64
-        return {self.key: batch}
+            self.position = 0
+        self.position += 1
+        return {self.key: self.batches[self.position - 1]}
 
 
 def train_split():
     return digits_tensors()[0].numpy()
 
 
+def reader_of(inputs=train_split, key=None, size=lambda batch_size: batch_size, **options):
+    """A make_reader(input_name, batch_size=64) over inputs(), with one thing changed for a wrong answer."""
+    return lambda name, batch_size=64: Reader(key or name, inputs(), size(batch_size), **options)
+
+
 def test_calibration_reader_solution_passes(classifier):
-    checks_06.check_calibration_reader(lambda name: Reader(name, train_split()), classifier)
+    checks_06.check_calibration_reader(reader_of(), classifier)
 
 
 def test_a_shuffled_training_split_passes_too(classifier):
-    shuffled = np.random.default_rng(0).permutation(train_split())
-    checks_06.check_calibration_reader(lambda name: Reader(name, shuffled), classifier)
+    shuffled = reader_of(lambda: np.random.default_rng(0).permutation(train_split()))
+    checks_06.check_calibration_reader(shuffled, classifier)
 
 
 def raw_pixels():
@@ -117,23 +151,45 @@ def raw_pixels():
 def raw_pixels_resized():
     """The training split's shape, but undone standardization: roughly the raw 0..16 scale."""
     x = train_split()
-    return (x - x.min()) / (x.max() - x.min()) * 16
+    return ((x - x.min()) / (x.max() - x.min()) * 16).astype(np.float32)
 
 
 @pytest.mark.parametrize(
     ("make_reader", "message"),
     [
-        (lambda name: Reader(name, raw_pixels()), "前処理の後の形"),
-        (lambda name: Reader(name, raw_pixels_resized().astype(np.float32)), "学習用の分割"),
-        (lambda name: Reader(name, digits_tensors()[1].numpy()), "学習用の分割"),
-        (lambda name: Reader(name, train_split()[:500]), "学習用の分割"),
-        (lambda name: Reader("input", train_split()), "入力名"),
-        (lambda name: Reader(name, train_split(), endless=True), "None を返しません"),
-        (lambda name: Reader(name, train_split().astype(np.float64)), "float32"),
-        (lambda name: Reader(name, train_split()[:0]), "最初から None"),
-        (lambda name: iter([{name: train_split()}]), "CalibrationDataReader"),
+        (reader_of(raw_pixels), "前処理の後の形"),
+        (reader_of(raw_pixels_resized), "学習用の分割にない画像が 1437 枚.*前処理をしていない画素"),
+        (reader_of(lambda: digits_tensors()[1].numpy()), "学習用の分割にない画像が 360 枚.*テスト用の分割"),
+        (reader_of(lambda: train_split()[:500]), "937 枚が足りず.*テスト用の分割"),
+        (reader_of(key="input"), "入力名"),
+        (reader_of(endless=True), "None を返しません"),
+        (reader_of(lambda: train_split().astype(np.float64)), "float32"),
+        (reader_of(lambda: train_split()[:0]), "最初から None"),
+        (lambda name, batch_size=64: iter([{name: train_split()}]), "CalibrationDataReader"),
+        (reader_of(size=lambda batch_size: len(train_split())), "全部を 1 つのバッチ"),
+        (reader_of(size=lambda batch_size: 64), r"batch_size=100 で、バッチの大きさが 64 × 22、29 でした"),
+        (reader_of(size=lambda batch_size: 1), r"バッチの大きさが 1 × 1437 でした.*引数の batch_size"),
+        (lambda name: Reader(name, train_split()), "batch_size を消さずに"),
+        (reader_of(drop_last=True), "29 枚が足りず.*最後の端数のバッチ"),
+        (reader_of(overlap=1), "2 回目以降の画像が 22 枚.*重なって"),
     ],
-    ids=["raw-8x8", "unstandardized", "test-split", "part", "wrong-name", "endless", "float64", "empty", "no-reader"],
+    ids=[
+        "raw-8x8",
+        "unstandardized",
+        "test-split",
+        "part",
+        "wrong-name",
+        "endless",
+        "float64",
+        "empty",
+        "no-reader",
+        "one-batch",
+        "batch-size-hard-coded",
+        "one-image-at-a-time",
+        "no-batch-size-parameter",
+        "drops-the-last-short-batch",
+        "overlapping-batches",
+    ],
 )
 def test_calibration_reader_rejects_wrong_readers(classifier, make_reader, message):
     with pytest.raises(AssertionError, match=message):
@@ -161,6 +217,33 @@ class ImageUser(HttpUser):
 
 def test_locust_solution_passes(classifier):
     checks_06.check_locust_user(lambda: LOCUST_SOLUTION, classifier)
+
+
+def test_a_locust_user_without_a_wait_time_passes_too(classifier):
+    """locust's default wait_time is constant(0): the closed loop the exercise asks for."""
+    checks_06.check_locust_user(lambda: LOCUST_SOLUTION.replace("    wait_time = constant(0)\n", ""), classifier)
+
+
+def with_wait_time(wait_time: str) -> str:
+    """The solution's locustfile with another wait_time (every locust wait-time function imported)."""
+    source = LOCUST_SOLUTION.replace("import HttpUser, constant, task", "import *")
+    return source.replace("wait_time = constant(0)", f"wait_time = {wait_time}")
+
+
+@pytest.mark.parametrize(
+    ("wait_time", "message"),
+    [
+        ("between(1, 3)", r"ImageUser の wait_time が.*最大 [123]\.\d\d 秒"),  # the longest of 20 random waits
+        ("between(0.1, 0.5)", r"最大 0\.[1-5]\d 秒"),
+        ("constant(1)", r"最大 1\.00 秒"),
+        ("constant_throughput(2)", r"最大 0\.[45]\d 秒"),
+        ("poisson(2)", "think time"),
+    ],
+    ids=["between-1-3", "between-short", "constant-1", "constant-throughput", "poisson"],
+)
+def test_locust_check_rejects_a_think_time(classifier, wait_time, message):
+    with pytest.raises(AssertionError, match=message):
+        checks_06.check_locust_user(lambda: with_wait_time(wait_time), classifier)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,10 @@ quantization with the learner's calibration reader, and a real headless locust r
 
 from __future__ import annotations
 
+import itertools
+import json
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -23,8 +27,32 @@ from course_lib.vision.digits import digits_tensors
 from course_lib.vision.quantize import BatchReader, check_parity, parity_inputs, quantize_onnx
 
 OUTPUT_TOLERANCE = 1e-4  # the same fp32 graph on the same CPU: only the summation order may differ
+CHECKED_BATCH_SIZES = (100, 500)  # neither divides the 1,437 training images: a last, shorter batch each
 LOCUST_SECONDS = 5
 LOCUST_USERS = 2
+WAIT_SAMPLES = 20  # between() and poisson() are random: the longest of 20 is far above 0 for any think time
+SUBPROCESS_LIMIT_S = 120  # only against a hang: loading a locustfile takes a second or two
+_WAIT_TIMES = f"""
+import json, sys, time, types
+from locust.util.load_locustfile import load_locustfile
+
+users = load_locustfile(sys.argv[1])[0]
+
+
+def fresh():
+    # A user just after a task that took no time: constant_pacing's state, new for each sample (without the task's
+    # time in between, its wait would grow with every call)
+    return types.SimpleNamespace(_cp_last_run=time.perf_counter(), _cp_last_wait_time=0.0)
+
+
+waits = {{}}
+for name, user in users.items():
+    try:
+        waits[name] = max(float(user.wait_time(fresh())) for _ in range({WAIT_SAMPLES}))
+    except Exception:  # a wait_time of the learner's own that needs a running user: the run shows the rest
+        continue
+print("\\n" + json.dumps(waits))
+"""
 
 
 def fp32_model(classifier: Classifier, folder: str | Path) -> Path:
@@ -90,8 +118,8 @@ def _row_counts(x: np.ndarray) -> Counter[bytes]:
     return Counter(row.tobytes() for row in x.reshape(len(x), -1))
 
 
-def _collect_feeds(reader: Any, input_name: str, shape: tuple[int, ...], limit: int) -> np.ndarray:
-    """Every batch the reader gives until None, validated, as one array; a reader that never ends fails."""
+def _collect_feeds(reader: Any, input_name: str, shape: tuple[int, ...], limit: int) -> list[np.ndarray]:
+    """Every batch the reader gives until None, validated; a reader that never ends fails."""
     batches = []
     for _ in range(limit + 1):
         feed = reader.get_next()
@@ -115,11 +143,67 @@ def _collect_feeds(reader: Any, input_name: str, shape: tuple[int, ...], limit: 
             f"get_next() が {limit} 回を超えても None を返しません（最後まで渡したら None を返します）"
         )
     assert batches, "get_next() が最初から None を返しました"
-    return np.concatenate(batches)
+    return batches
 
 
-def check_calibration_reader(make_reader: Callable[[str], Any], classifier: Classifier) -> None:
-    """Exercise 2: make_reader(input_name) feeds the digits training split; int8 with it agrees with fp32."""
+def _check_rows(batches: list[np.ndarray], x_train: np.ndarray) -> None:
+    """The reader gave every image of the training split once, in any order; a hint for the likely mistake."""
+    given, wanted = _row_counts(np.concatenate(batches)), _row_counts(x_train)
+    if given == wanted:
+        return
+    missing = sum((wanted - given).values())
+    foreign = sum(count for row, count in given.items() if row not in wanted)
+    repeated = sum((given - wanted).values()) - foreign
+    sizes = {len(batch) for batch in batches}
+    if not foreign and not repeated and len(sizes) == 1 and missing < min(sizes):
+        hint = "最後の端数のバッチ（batch_size に満たない残り）を落としていませんか？ 最後のバッチは短くてかまいません"
+    elif not foreign and not missing:
+        hint = "同じ画像を 2 回以上渡しています（バッチの切り出しが重なっていませんか？）"
+    else:
+        hint = "テスト用の分割や、前処理をしていない画素ではありませんか？"
+    raise AssertionError(
+        f"学習用の分割（digits_tensors() の最初の要素、{len(x_train)} 枚）を 1 枚ずつ、すべて渡してください"
+        f"（渡されたのは {sum(given.values())} 枚で、学習用の分割のうち {missing} 枚が足りず、学習用の分割にない画像が"
+        f" {foreign} 枚、2 回目以降の画像が {repeated} 枚ありました。{hint}）"
+    )
+
+
+def _check_batch_sizes(make_reader: Callable[..., Any], input_name: str, x_train: np.ndarray) -> None:
+    """make_reader(input_name, batch_size=b) gives batches of b images, the last one with the rest."""
+    n, shape = len(x_train), tuple(x_train.shape[1:])
+    for batch_size in CHECKED_BATCH_SIZES:
+        try:
+            reader = make_reader(input_name, batch_size=batch_size)
+        except TypeError as error:
+            raise AssertionError(
+                f"DigitsCalibrationReader(input_name, batch_size={batch_size}) が作れません（{error}）。"
+                "引数 batch_size を消さずに受け取ってください"
+            ) from None
+        sizes = [len(batch) for batch in _collect_feeds(reader, input_name, shape, limit=n)]
+        expected = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+        if sizes == expected:
+            continue
+        shown = f"batch_size={batch_size} で、バッチの大きさが {_sizes_shown(sizes)}"
+        assert len(sizes) > 1, (
+            f"{shown} でした。全部を 1 つのバッチで渡しています。batch_size 枚ずつに分けてください"
+            "（量子化は受け取ったバッチを一度にモデルに通して各層の値を記録するので、大きなデータを一度に渡すと"
+            f"メモリーがそのぶん要ります。{n} 枚なら {_sizes_shown(expected)}）"
+        )
+        raise AssertionError(
+            f"{shown} でした（{_sizes_shown(expected)} のはず）。引数の batch_size を使って、inputs[i : i + batch_size]"
+            " を range(0, len(inputs), batch_size) の i について渡してください"
+        )
+
+
+def _sizes_shown(sizes: list[int]) -> str:
+    """Batch sizes as a learner reads them: 100 × 14, 37."""
+    runs = [(size, len(list(group))) for size, group in itertools.groupby(sizes)]
+    return "、".join(f"{size} × {count}" if count > 1 else str(size) for size, count in runs)
+
+
+def check_calibration_reader(make_reader: Callable[..., Any], classifier: Classifier) -> None:
+    """Exercise 2: make_reader(input_name, batch_size=64) feeds the digits training split in batches of batch_size;
+    int8 with it agrees with fp32."""
     from onnxruntime.quantization import CalibrationDataReader
 
     x_train = digits_tensors()[0].numpy()
@@ -131,12 +215,10 @@ def check_calibration_reader(make_reader: Callable[[str], Any], classifier: Clas
         assert isinstance(reader, CalibrationDataReader), (
             "onnxruntime.quantization.CalibrationDataReader を継承したクラスのインスタンスを返してください"
         )
-        fed = _collect_feeds(reader, input_name, tuple(x_train.shape[1:]), limit=len(x_train))
-        assert _row_counts(fed) == _row_counts(x_train), (
-            f"学習用の分割（digits_tensors() の最初の要素、{len(x_train)} 枚）を 1 枚ずつ、すべて渡してください"
-            f"（渡されたのは {len(fed)} 枚で、中身が学習用の分割と一致しません。テスト用の分割や、前処理をしていない"
-            "画素ではありませんか？）"
-        )
+        batches = _collect_feeds(reader, input_name, tuple(x_train.shape[1:]), limit=len(x_train))
+        _check_rows(batches, x_train)
+        _check_batch_sizes(make_reader, input_name, x_train)
+        fed = np.concatenate(batches)
         int8_path = quantize_onnx(path, Path(tmp) / "int8.onnx", BatchReader(input_name, fed))
         check_parity(fp32, onnx_session(int8_path), parity_inputs(classifier))
 
@@ -158,8 +240,36 @@ def counting_app(classifier: Classifier) -> tuple[FastAPI, Counter[str]]:
     return app, seen
 
 
+def _wait_times(locustfile: Path) -> dict[str, float]:
+    """The longest of a few waits each user class's wait_time gives, read by locust's own loader in a subprocess (an
+    import of locust patches the standard library with gevent); {} when the file does not load (the run says why)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WAIT_TIMES, str(locustfile)],
+        capture_output=True,
+        timeout=SUBPROCESS_LIMIT_S,
+        check=False,
+        cwd=locustfile.parent,
+    )
+    if done.returncode != 0:
+        return {}
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def _check_closed_loop(locustfile: Path) -> None:
+    """No think time: each user sends its next request as soon as the answer came (wait_time 0, locust's default)."""
+    name, wait = next(((name, wait) for name, wait in _wait_times(locustfile).items() if wait > 0), ("", 0.0))
+    if wait > 0:
+        raise AssertionError(
+            f"{name} の wait_time が、タスクとタスクの間に待ち時間（最大 {wait:.2f} 秒）を入れています。この演習は、"
+            "返事が来たらすぐ次を送る閉じたループです: wait_time = constant(0)（書かなければ locust の既定も 0）。"
+            "between(...) のような考える時間（think time）があると、2 ユーザーでは API がほとんど待っているだけになり、"
+            "サーバーがさばける量ではなく、ユーザーの待ち時間を測ることになります"
+        )
+
+
 def check_locust_user(locustfile_source: Callable[[], str], classifier: Classifier) -> None:
-    """Exercise 3: the locustfile's user posts a sample image to /predict; a short headless run has no failure."""
+    """Exercise 3: the locustfile's user posts a sample image to /predict with no think time; a short headless run has
+    no failure."""
     source = locustfile_source()
     assert isinstance(source, str) and "HttpUser" in source, (
         "locustfile の中身（HttpUser を継承したクラス）を文字列で返してください"
@@ -168,6 +278,7 @@ def check_locust_user(locustfile_source: Callable[[], str], classifier: Classifi
     with tempfile.TemporaryDirectory(prefix="course-ex06-") as tmp, serve(app) as server:
         locustfile = Path(tmp) / "locustfile.py"
         locustfile.write_text(source)
+        _check_closed_loop(locustfile)
         # On a loaded machine the first request can take seconds; a run the server saw nothing of is repeated
         # once, longer, before it counts as "sends nothing".
         for seconds in (LOCUST_SECONDS, 4 * LOCUST_SECONDS):
