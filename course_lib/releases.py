@@ -11,8 +11,10 @@ A `ReleaseRouter` decides, per request, which `ModelVersion` answers:
 - `promote()` makes the candidate stable; `rollback()` undoes the release in one call: it drops the candidate, or,
   after a promotion, returns to the version that was stable before.
 
-The router's state lives in one process: with several workers or replicas, each has its own (a release then
-belongs in the deployment's configuration, e.g. Ray Serve's or a service mesh's traffic split).
+The router's state lives in one process: with several workers or replicas, each has its own. A release then belongs in
+one place in front of them all: a gateway's or service mesh's weighted routing, or in Ray Serve an ingress deployment
+that holds handles to the stable and candidate deployments and splits by the same rule (Serve 2 has no declarative
+percentage split).
 
 `PromotionGate` turns a shadow report (and, for a retrained model, accuracy on fresh labelled rows) into an
 automatic promote/reject decision with its reasons.
