@@ -122,7 +122,7 @@ def code_of(notebook: Path) -> str:
 
 
 def test_notebook_06_writes_its_onnx_files_through_the_cache_or_into_a_removed_temporary_folder():
-    code = code_of(NOTEBOOK_06)
+    code = "\n".join(line for line in code_of(NOTEBOOK_06).splitlines() if ".unlink(" not in line)  # removing is fine
     fixed_names = re.findall(r"ART\s*/\s*f?[\"'][^\"'\n]*\.onnx[\"']", code)
     assert fixed_names == [], f"an ONNX file under a fixed name in artifacts/ is left after every run: {fixed_names}"
     assert re.search(r"export_onnx_cached\(.*\bART\b", code), "the ResNet-50 export should be reused"
