@@ -24,6 +24,8 @@ QUOTED: dict[str, tuple[str, dict[str, str]]] = {
             "app.run(debug=True, host='0.0.0.0', port=5000)": "# app.run(debug=True, host='0.0.0.0', port=5000)",
         },
     ),
+    "models.py": ("notebooks/03_fastapi_inference_api.ipynb", {}),
+    "fastapi_pytorch.py": ("notebooks/03_fastapi_inference_api.ipynb", {}),
     "error_handling.py": (
         "notebooks/02_flask_inference_api.ipynb",
         {
