@@ -230,7 +230,7 @@ FORMATS: list[Format] = [
         lambda p: torch_predictor(torch_export_load(p)),
         "PyTorch だけ（クラスは不要）",
         _LIKE_CODE,
-        "Python・C++（AOTInductor）",
+        "Python（C++ からは AOTInductor でコンパイルしたパッケージにしてから）",
     ),
     Format(
         "ONNX (torch.onnx)",
