@@ -37,8 +37,8 @@ __all__ = [
 # to learners): minutes–hours / tens of ms–seconds / milliseconds.
 SOURCE_ORDERS: dict[str, tuple[float, float, str]] = {
     "batch": (60_000.0, 3_600_000.0 * 3, "数分〜数時間（ジョブ全体）"),
-    "real-time": (10.0, 1_000.0, "数十 ms〜数秒（1 リクエスト）"),
-    "edge": (1.0, 10.0, "ms 単位（1 回の推論）"),
+    "real-time": (10.0, 1_000.0, "数十ms〜数秒（1 リクエスト）"),
+    "edge": (1.0, 10.0, "数ms（1 回の推論）"),
 }
 REFERENCE = "(reference) scikit-learn in process"
 # Row and column labels of the table as a learner reads it (the table itself keeps identifier-like keys).

@@ -8,8 +8,8 @@ SOURCE_FIGURES: dict[str, list[str]] = {
         "10 秒",  # design constant: checks_00.PROBE_LIMIT_S, how long the health-probe check waits for one call
     ],
     "01_lifecycle_and_deployment_patterns": [
-        # The textbook's latency targets (数分〜数時間 / 数十 ms〜数秒 / ms 単位) are words without a number, so the
-        # prose test needs no entry for them; they are labelled 教科書 in the notebook's tables.
+        # The textbook's latency targets (数分〜数時間 / 数十ms〜数秒 / 数ms, as the source writes them) are words
+        # without a number, so the prose test needs no entry for them; they are labelled 教科書 in the tables.
         # Design constants of exercise 4's rules (solutions/01), the thresholds the check tests at their boundaries.
         "60,000 ms",
         "10 ms",
