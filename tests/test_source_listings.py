@@ -24,6 +24,9 @@ QUOTED: dict[str, tuple[str, dict[str, str]]] = {
             "app.run(debug=True, host='0.0.0.0', port=5000)": "# app.run(debug=True, host='0.0.0.0', port=5000)",
         },
     ),
+    "serialization_comparison.py": ("notebooks/04_model_serialization.ipynb", {}),
+    "onnx_export.py": ("notebooks/04_model_serialization.ipynb", {}),
+    "torchscript_export.py": ("notebooks/04_model_serialization.ipynb", {}),
     "models.py": ("notebooks/03_fastapi_inference_api.ipynb", {}),
     "fastapi_pytorch.py": ("notebooks/03_fastapi_inference_api.ipynb", {}),
     "base64_image_api.py": (
