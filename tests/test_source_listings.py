@@ -16,6 +16,20 @@ LISTINGS = Path(__file__).resolve().parent / "source_listings"
 
 # listing → (the lesson that shows it, {the source's line: the cell's line or lines}), whitespace-normalised
 QUOTED: dict[str, tuple[str, dict[str, str]]] = {
+    "app.py": (
+        "notebooks/02_flask_inference_api.ipynb",
+        {
+            "if __name__ == '__main__':": "# if __name__ == '__main__':",
+            "app.run(debug=True, host='0.0.0.0', port=5000)": "# app.run(debug=True, host='0.0.0.0', port=5000)",
+        },
+    ),
+    "train_model.py": (
+        "notebooks/02_flask_inference_api.ipynb",
+        {
+            "joblib.dump(model, 'iris_model.pkl')": "joblib.dump(model, model_path)",
+            'print("モデル保存完了: iris_model.pkl")': 'print(f"モデル保存完了: {model_path}")',
+        },
+    ),
     "flask_app.py": (
         "notebooks/02_flask_inference_api.ipynb",
         {
