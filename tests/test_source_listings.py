@@ -43,6 +43,15 @@ QUOTED: dict[str, tuple[str, dict[str, str]]] = {
     "torchscript_export.py": ("notebooks/04_model_serialization.ipynb", {}),
     "models.py": ("notebooks/03_fastapi_inference_api.ipynb", {}),
     "fastapi_pytorch.py": ("notebooks/03_fastapi_inference_api.ipynb", {}),
+    "image_classification_api.py": (
+        "notebooks/05_image_classification_api.ipynb",
+        {
+            "model = resnet50(weights=weights)": (
+                "from course_lib.vision import benchmark_resnet50 # このコースの変更（上の表）\n"
+                "model = benchmark_resnet50().model"
+            ),
+        },
+    ),
     "base64_image_api.py": (
         "notebooks/05_image_classification_api.ipynb",
         {
