@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The serve flags' choices and defaults, as course_lib.vision.backends.BACKENDS and image_api's create_app have them
+# The serve flags' choices and defaults, as course_lib.vision.backends.BACKENDS (+ "auto") and image_api's create_app
+# have them
 # (tests/test_cli.py checks): named here so that building the parser does not import torch.
-BACKEND_NAMES = ["torch", "onnx", "onnx-int8"]
+BACKEND_NAMES = ["torch", "onnx", "onnx-int8", "auto"]
 DEFAULT_MAX_WAIT_MS, DEFAULT_MAX_QUEUE = 5.0, 64
 # A Jupyter config folder searched before the user's: it turns off JupyterLab's news and update check (the
 # announcements plugin), which asks every new learner to opt in to a feed an offline classroom cannot fetch.
@@ -144,13 +145,31 @@ def _serve(args: argparse.Namespace) -> int:
     )
     address = {"host": args.host, "port": args.port, "log_level": "info"}
     if args.workers == 1:
-        uvicorn.run(image_api.create_app(classifier, **settings), **address)
+        app = image_api.create_app(classifier, **settings)
+        _say_backend_choice(image_api.backend_of(app))
+        uvicorn.run(app, **address)
         return 0
+    if settings["backend"] == "auto":  # chosen once, here: every worker serves the same backend
+        from course_lib.vision.auto_backend import auto_backend
+
+        chosen = auto_backend(classifier)
+        _say_backend_choice(chosen)
+        settings["backend"] = chosen.name
     # Worker processes import the app by name and build it from the environment they inherit.
     os.environ.update({MODEL_ENV: classifier.name, **image_api.environment_for(**settings)})
     del classifier  # each worker loads its own
     uvicorn.run(image_api.FACTORY, factory=True, workers=args.workers, **address)
     return 0
+
+
+def _say_backend_choice(backend: object) -> None:
+    """Print what --backend auto measured and chose (nothing for a named backend)."""
+    choice = getattr(backend, "choice", None)
+    if choice is not None:
+        times = ", ".join(f"{name} {ms:.1f} ms" for name, ms in choice.p50_ms.items())
+        print(f"backend auto → {choice.chosen}: {choice.reason} (median of one image: {times})", flush=True)
+        for name, why in choice.excluded.items():
+            print(f"backend auto: {name} not used: {why}", flush=True)
 
 
 def bounded(kind: Callable[[str], int | float], low: float, high: float) -> Callable[[str], int | float]:

@@ -73,9 +73,10 @@ def test_exercises_check_names_every_stale_exercise_and_fails(tmp_path):
 def test_serve_flags_are_named_as_the_app_takes_them():
     from course_lib.__main__ import BACKEND_NAMES, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT_MS, build_parser
     from course_lib.apps import image_api
+    from course_lib.vision.auto_backend import AUTO
     from course_lib.vision.backends import BACKENDS
 
-    assert BACKEND_NAMES == list(BACKENDS)  # the parser's copies (it imports no torch) match the library's
+    assert BACKEND_NAMES == [*BACKENDS, AUTO]  # the parser's copies (it imports no torch) match the library's
     assert (DEFAULT_MAX_WAIT_MS, DEFAULT_MAX_QUEUE) == (image_api.DEFAULT_MAX_WAIT_MS, image_api.DEFAULT_MAX_QUEUE)
     flags = "serve image-api --backend onnx-int8 --max-batch 8 --max-wait-ms 2.5 --max-queue 32 --workers 2"
     args = build_parser().parse_args(flags.split())

@@ -38,6 +38,7 @@ from course_lib.batching import BatcherStoppedError, MicroBatcher, QueueFullErro
 from course_lib.drift import DriftMonitor, image_statistics
 from course_lib.monitoring import ApiMetrics, instrument_fastapi
 from course_lib.vision import Backend, Classifier, ImageError, decode_base64, load_classifier
+from course_lib.vision.auto_backend import AUTO, auto_backend
 from course_lib.vision.backends import make_backend
 from course_lib.vision.decoding import MAX_IMAGE_BYTES
 
@@ -106,6 +107,9 @@ class Health(BaseModel):
     backend: str
     classes: int
     batching: BatchingStatus | None = Field(description="null when each request runs alone (max_batch 1)")
+    backend_choice: dict[str, Any] | None = Field(
+        default=None, description="how backend='auto' chose: each backend's median ms, the choice and why (else null)"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -165,7 +169,10 @@ def create_app(
     model_version: str = "unversioned",
     drift_monitor: DriftMonitor | None = None,
 ) -> FastAPI:
-    """Build the API around a classifier (default: load_classifier()) and a backend (a BACKENDS name or a Backend).
+    """Build the API around a classifier (default: load_classifier()) and a backend (BACKENDS name, "auto", Backend).
+
+    backend="auto" times the backends this machine can run at start-up and serves the fastest (`auto_backend`);
+    GET /health's `backend_choice` says what it measured and why it chose.
 
     max_batch > 1 turns dynamic batching on: up to max_batch concurrent requests share one network call, the first
     of them waiting at most max_wait_ms for the others; at most max_queue wait, more are answered 503. The batching
@@ -175,7 +182,10 @@ def create_app(
     computed after the answer has been sent; /metrics then shows its scores (`monitoring.DriftCollector`).
     """
     classifier = classifier or load_classifier()
-    engine = make_backend(classifier, backend) if isinstance(backend, str) else backend
+    if backend == AUTO:
+        engine = auto_backend(classifier)
+    else:
+        engine = make_backend(classifier, backend) if isinstance(backend, str) else backend
     make_batching = batching_class or Batching
     batching = None if max_batch == 1 else make_batching(classifier, engine, max_batch, max_wait_ms, max_queue)
     engine.probabilities(classifier.example_input(1))  # warm-up: the first call pays one-off set-up costs
@@ -367,6 +377,7 @@ def routes(
             "backend": backend.name,
             "classes": len(classifier.categories),
             "batching": batching.status(request) if batching else None,
+            "backend_choice": choice.as_dict() if (choice := getattr(backend, "choice", None)) else None,
         }
 
     @router.post("/predict", response_model=Prediction, responses=responses)
