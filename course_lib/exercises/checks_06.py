@@ -32,7 +32,7 @@ LOCUST_SECONDS = 5
 LOCUST_USERS = 2
 WAIT_SAMPLES = 20  # between() and poisson() are random: the longest of 20 is far above 0 for any think time
 SUBPROCESS_LIMIT_S = 120  # only against a hang: loading a locustfile takes a second or two
-_WAIT_TIMES = f"""
+_USER_FACTS = f"""
 import json, sys, time, types
 from locust.util.load_locustfile import load_locustfile
 
@@ -45,13 +45,14 @@ def fresh():
     return types.SimpleNamespace(_cp_last_run=time.perf_counter(), _cp_last_wait_time=0.0)
 
 
-waits = {{}}
+facts = {{}}
 for name, user in users.items():
+    facts[name] = {{"tasks": len(user.tasks), "wait": 0.0}}
     try:
-        waits[name] = max(float(user.wait_time(fresh())) for _ in range({WAIT_SAMPLES}))
+        facts[name]["wait"] = max(float(user.wait_time(fresh())) for _ in range({WAIT_SAMPLES}))
     except Exception:  # a wait_time of the learner's own that needs a running user: the run shows the rest
         continue
-print("\\n" + json.dumps(waits))
+print("\\n" + json.dumps(facts))
 """
 
 
@@ -228,7 +229,7 @@ def check_calibration_reader(make_reader: Callable[..., Any], classifier: Classi
 
 def counting_app(classifier: Classifier) -> tuple[FastAPI, Counter[str]]:
     """The course's image API, with a counter of the answers it sent (method, path, status)."""
-    app = create_app(classifier)
+    app = create_app(classifier, backend="torch")
     seen: Counter[str] = Counter()
 
     @app.middleware("http")
@@ -240,11 +241,12 @@ def counting_app(classifier: Classifier) -> tuple[FastAPI, Counter[str]]:
     return app, seen
 
 
-def _wait_times(locustfile: Path) -> dict[str, float]:
-    """The longest of a few waits each user class's wait_time gives, read by locust's own loader in a subprocess (an
-    import of locust patches the standard library with gevent); {} when the file does not load (the run says why)."""
+def _user_facts(locustfile: Path) -> dict[str, dict[str, float]]:
+    """Each user class's number of tasks and the longest of a few waits its wait_time gives, read by locust's own
+    loader in a subprocess (an import of locust patches the standard library with gevent); {} when the file does not
+    load (the run says why)."""
     done = subprocess.run(
-        [sys.executable, "-c", _WAIT_TIMES, str(locustfile)],
+        [sys.executable, "-c", _USER_FACTS, str(locustfile)],
         capture_output=True,
         timeout=SUBPROCESS_LIMIT_S,
         check=False,
@@ -255,9 +257,16 @@ def _wait_times(locustfile: Path) -> dict[str, float]:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
-def _check_closed_loop(locustfile: Path) -> None:
-    """No think time: each user sends its next request as soon as the answer came (wait_time 0, locust's default)."""
-    name, wait = next(((name, wait) for name, wait in _wait_times(locustfile).items() if wait > 0), ("", 0.0))
+def _check_users(locustfile: Path) -> None:
+    """Each user has a task, and no think time: it sends its next request as soon as the answer came (wait_time 0,
+    locust's default)."""
+    facts = _user_facts(locustfile)
+    idle = [name for name, fact in facts.items() if fact["tasks"] == 0]
+    assert not idle, (
+        f"{', '.join(idle)} にタスクがありません。リクエストを送るメソッドに @task を付けてください"
+        "（付けないと、locust はそのユーザーで何も送れません）"
+    )
+    name, wait = next(((name, fact["wait"]) for name, fact in facts.items() if fact["wait"] > 0), ("", 0.0))
     if wait > 0:
         raise AssertionError(
             f"{name} の wait_time が、タスクとタスクの間に待ち時間（最大 {wait:.2f} 秒）を入れています。この演習は、"
@@ -278,7 +287,7 @@ def check_locust_user(locustfile_source: Callable[[], str], classifier: Classifi
     with tempfile.TemporaryDirectory(prefix="course-ex06-") as tmp, serve(app) as server:
         locustfile = Path(tmp) / "locustfile.py"
         locustfile.write_text(source)
-        _check_closed_loop(locustfile)
+        _check_users(locustfile)
         # On a loaded machine the first request can take seconds; a run the server saw nothing of is repeated
         # once, longer, before it counts as "sends nothing".
         for seconds in (LOCUST_SECONDS, 4 * LOCUST_SECONDS):

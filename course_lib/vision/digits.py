@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -96,8 +97,13 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(X).argmax(1) == y).float().mean())
 
 
-def train_digits(epochs: int = 6, batch_size: int = 64, seed: int = TRAIN_SEED) -> tuple[nn.Module, float, float]:
-    """Train the digits ResNet-18 deterministically; return (model in eval mode, held-out accuracy, seconds)."""
+def train_digits(
+    epochs: int = 6, batch_size: int = 64, seed: int = TRAIN_SEED, max_steps: int | None = None
+) -> tuple[nn.Module, float, float]:
+    """Train the digits ResNet-18 deterministically; return (model in eval mode, held-out accuracy, seconds).
+
+    max_steps stops after that many optimizer steps (the schedule unchanged): a test checks determinism on a few.
+    """
     started = time.perf_counter()
     X_train, X_test, y_train, y_test = digits_tensors()
     with torch.random.fork_rng(devices=[]):  # seeded training; the caller's random state stays as it was
@@ -109,12 +115,14 @@ def train_digits(epochs: int = 6, batch_size: int = 64, seed: int = TRAIN_SEED) 
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
         loss_fn = nn.CrossEntropyLoss()
         model.train()
-        for _ in range(epochs):
-            for batch in torch.randperm(len(y_train), generator=order).split(batch_size):
-                optimizer.zero_grad()
-                loss_fn(model(X_train[batch]), y_train[batch]).backward()
-                optimizer.step()
-                schedule.step()
+        batches = (b for _ in range(epochs) for b in torch.randperm(len(y_train), generator=order).split(batch_size))
+        for step, batch in enumerate(batches):
+            if max_steps is not None and step >= max_steps:
+                break
+            optimizer.zero_grad()
+            loss_fn(model(X_train[batch]), y_train[batch]).backward()
+            optimizer.step()
+            schedule.step()
     held_out = accuracy(model, X_test, y_test)
     return model, held_out, time.perf_counter() - started
 
@@ -122,17 +130,19 @@ def train_digits(epochs: int = 6, batch_size: int = 64, seed: int = TRAIN_SEED) 
 def load_digits_model(cache: Path | None = None, train_if_missing: bool = True) -> tuple[nn.Module, float, bool]:
     """The cached digits model (trained and saved on first use); return (model, held-out accuracy, was_cached)."""
     path = (cache or cache_dir()) / CACHE_FILE
-    model = digits_resnet18()
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["state_dict"])
-        model.eval()
-        return model, float(saved["accuracy"]), True
-    if not train_if_missing:
+    if not path.exists() and not train_if_missing:
         raise FileNotFoundError(f"no trained digits model at {path}")
-    model, held_out, _ = train_digits()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"state_dict": model.state_dict(), "accuracy": held_out}, partial)
-    partial.replace(path)  # atomic: parallel test workers never read half a file
+    # Parallel test workers or kernels that all find no model wait for the one that trains it, then load its file.
+    with FileLock(path.with_suffix(".lock")):
+        if path.exists():
+            model = digits_resnet18()
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            model.eval()
+            return model, float(saved["accuracy"]), True
+        model, held_out, _ = train_digits()
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"state_dict": model.state_dict(), "accuracy": held_out}, partial)
+        partial.replace(path)  # atomic: a reader without the lock never sees half a file
     return model, held_out, False
