@@ -86,8 +86,9 @@ def auto_backend(
     excluded: dict[str, str] = {}
     for name in candidates:
         try:
-            if name == "onnx-int8":
-                built[name] = OnnxInt8Backend(classifier, min_agreement=int8_min_agreement)
+            if name == "onnx-int8":  # quantizes the onnx backend's export when there is one (no second export)
+                fp32 = built.get("onnx")
+                built[name] = OnnxInt8Backend(classifier, fp32=fp32, min_agreement=int8_min_agreement)
             else:
                 built[name] = make_backend(classifier, name)
         except Exception as exc:  # noqa: BLE001 - a backend that cannot start here is skipped, and the reason kept

@@ -83,7 +83,8 @@ class OnnxInt8Backend(OnnxBackend):
     agree on less than `min_agreement` of them (default: `required_agreement`), QuantizationParityError is raised
     and nothing is served.
     int8_path: an already quantized file to use instead (it is checked all the same); reduce_range: see
-    `quantize_onnx`. `parity` holds the measured agreement.
+    `quantize_onnx`. fp32: an OnnxBackend of the same classifier whose export is quantized and compared against,
+    instead of exporting again (`auto` builds both). `parity` holds the measured agreement.
     """
 
     name = "onnx-int8"
@@ -93,6 +94,7 @@ class OnnxInt8Backend(OnnxBackend):
         classifier: Classifier,
         path: str | Path | None = None,
         *,
+        fp32: OnnxBackend | None = None,
         int8_path: str | Path | None = None,
         reduce_range: bool | None = None,
         min_agreement: float | None = None,
@@ -100,9 +102,17 @@ class OnnxInt8Backend(OnnxBackend):
     ) -> None:
         from course_lib.vision import quantize
 
-        super().__init__(classifier, path, **session_options)
-        fp32_session = self.session
-        self.open(Path(int8_path) if int8_path else quantize.quantize_classifier(classifier, self.path, reduce_range))
+        if fp32 is None:
+            super().__init__(classifier, path, **session_options)
+            fp32_session = self.session
+        else:
+            if fp32.classifier is not classifier:
+                raise ValueError("fp32 must be an OnnxBackend of the same classifier")
+            self.fp32 = fp32  # kept: its temporary folder holds the file fp32_path names
+            self.classifier, self.fp32_path, fp32_session = classifier, fp32.fp32_path, fp32.session
+            self.threads, self.spinning = session_options.get("threads"), session_options.get("spinning", False)
+        int8_file = int8_path or quantize.quantize_classifier(classifier, self.fp32_path, reduce_range)
+        self.open(Path(int8_file))
         threshold = quantize.required_agreement(classifier) if min_agreement is None else min_agreement
         self.parity = quantize.check_parity(fp32_session, self.session, quantize.parity_inputs(classifier), threshold)
 

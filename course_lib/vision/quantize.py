@@ -201,6 +201,30 @@ def quantize_onnx(
     return int8_path
 
 
+def int8_format(int8_path: str | Path) -> dict[str, object]:
+    """What a QDQ model's file says about its format: activation and weight types, per-channel scales, weight bits."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(int8_path)).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    weights = [
+        (values[n.input[0]], values[n.input[1]])
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in values and values[n.input[0]].ndim == 4
+    ]
+    if not quantize or not weights:
+        raise ValueError(f"{int8_path} is not a QDQ model with quantized convolution weights")
+    widest = max(int(np.abs(w.astype(np.int16)).max()) for w, _ in weights)
+    return {
+        "activations": "/".join(sorted({str(values[n.input[2]].dtype) for n in quantize})),
+        "weights": "/".join(sorted({str(w.dtype) for w, _ in weights})),
+        "per_channel": all(scale.size == w.shape[0] > 1 for w, scale in weights),
+        "weight_bits": 7 if widest <= 64 else 8,  # reduce_range keeps symmetric int8 weights within ±64
+    }
+
+
 def _reduce_range(reduce_range: bool | None) -> bool:
     """The reduce_range to use: as given, or on unless the CPU reports VNNI."""
     return reduce_range if reduce_range is not None else not has_vnni()
