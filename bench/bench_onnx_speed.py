@@ -77,14 +77,14 @@ def measure(
 
 def speed_rows(label: str, p50: dict[str, float], goals: bool, cpu: str = "") -> list[Row]:
     """eager/fp32 and eager/int8 ratios (goals at all cores), fp32/int8, and the p50s; cpu labels the int8 rows."""
-    fp32_goal, int8_goal = (Goal(">=", 1.5), Goal(">=", 4.0)) if goals else (None, None)
+    fp32_goal, int8_goal, no_slower_goal = (Goal(">=", 1.5), Goal(">=", 4.0), Goal(">=", 1.0)) if goals else (None,) * 3
     int8 = f"int8{f' ({cpu})' if cpu else ''}"
     return [
         Row(NAME, f"{label}: eager p50 / onnxruntime fp32 p50", p50["eager (fp32 pair)"] / p50["fp32"], goal=fp32_goal),
         Row(
             NAME, f"{label}: eager p50 / onnxruntime {int8} p50", p50["eager (int8 pair)"] / p50["int8"], goal=int8_goal
         ),
-        Row(NAME, f"{label}: onnxruntime fp32 p50 / {int8} p50", p50["fp32"] / p50["int8"]),
+        Row(NAME, f"{label}: onnxruntime fp32 p50 / {int8} p50", p50["fp32"] / p50["int8"], goal=no_slower_goal),
         Row(NAME, f"{label}: eager p50 (beside fp32)", p50["eager (fp32 pair)"], unit="ms"),
         Row(NAME, f"{label}: onnxruntime fp32 p50", p50["fp32"], unit="ms"),
         Row(NAME, f"{label}: onnxruntime int8 p50", p50["int8"], unit="ms"),

@@ -1,6 +1,7 @@
 """onnxruntime vs PyTorch eager: p50 latency ratio for the iris SimpleNN and a torchvision ResNet-18.
 
-Both runtimes score the same input, alternately (course_lib.bench.paired_calls), so they see the same machine load.
+Both runtimes score the same input, alternately (course_lib.bench.paired_calls) in blocks of BLOCK timed calls after
+an untimed one — bench_onnx_speed's method for the same ratio — so they see the same machine load.
 The ResNet-18 has seeded random weights (no download): its predictions mean nothing, its latency is the real network's.
 onnxruntime runs the file export_onnx writes. Each pair is measured twice: with 1 intra-op thread in both
 runtimes, and with both at all cores. On a machine shared with other work, torch's OpenMP threads wait for each
@@ -20,6 +21,7 @@ import onnxruntime
 import torch
 import torchvision
 
+from bench.bench_onnx_speed import BLOCK
 from bench.report import Row
 from course_lib.bench import paired_calls
 from course_lib.data import iris_rows
@@ -34,14 +36,14 @@ def paired_p50(
 ) -> tuple[float, float]:
     """p50 (ms) of eager model(x) and of onnxruntime on x, alternating, both on `threads` threads.
 
-    With one thread they alternate call by call; with more, in blocks of 5 after an untimed call, because torch's
-    OpenMP threads keep spinning for a moment after a call and would slow down onnxruntime's next one.
+    They alternate in blocks of BLOCK after an untimed call, as bench_onnx_speed does: torch's OpenMP threads keep
+    spinning for a moment after a call and would slow down onnxruntime's next one.
     """
     session = onnx_session(onnx_path, threads=threads, spinning=False)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _alternate(model, session, x, n, warmup, block=1 if threads == 1 else 5)
+        return _alternate(model, session, x, n, warmup, block=BLOCK)
     finally:
         torch.set_num_threads(previous)
 
