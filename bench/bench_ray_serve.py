@@ -60,7 +60,10 @@ def run(quick: bool = False) -> list[Row]:
     one_replica = image_api_deployment("digits", name="one", num_replicas=1, ray_actor_options=REPLICA_CPUS)
     two_replicas = image_api_deployment("digits", name="two", num_replicas=2, ray_actor_options=REPLICA_CPUS)
     batched = image_api_deployment("digits", name="batched", ray_actor_options=REPLICA_CPUS, **BATCHING)
-    with serve(create_app(load_classifier("digits"))) as plain, ServeServer(one_replica.bind(), "one", 2) as ray:
+    with (
+        serve(create_app(load_classifier("digits"), backend="torch")) as plain,
+        ServeServer(one_replica.bind(), "one", 2) as ray,
+    ):
         two_url = ray.deploy(two_replicas.bind(), "two")
         batched_url = ray.deploy(batched.bind(), "batched")
         with requests.Session() as a, requests.Session() as b:

@@ -225,7 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("app", choices=["image-api"], help="which app")
     srv.add_argument("--port", type=bounded(int, 0, 65535), default=8000, help="TCP port (0: any free port)")
     srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    srv.add_argument("--backend", choices=BACKEND_NAMES, default="torch", help="what runs the network")
+    srv.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default="auto",
+        help="what runs the network (default auto: time the others at start-up and serve the fastest)",
+    )
     srv.add_argument(
         "--model",
         choices=["auto", "imagenet", "digits"],

@@ -180,6 +180,9 @@ def image_app_builder(model: str = "digits", **settings: Any) -> Callable[[], Fa
         from course_lib.apps.image_api import create_app
         from course_lib.vision import load_classifier
 
+        # Replicas start side by side on shared cores, where auto's start-up timing would compare nothing useful:
+        # without a backend named, a replica runs PyTorch (choose once outside, e.g. with auto_backend, and name it).
+        settings.setdefault("backend", "torch")
         app = create_app(load_classifier(model, download=False), batching_class=ServeBatching, **settings)
         app.add_middleware(ServedBy)
         return app

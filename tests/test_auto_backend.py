@@ -38,8 +38,8 @@ def test_no_timed_backend_is_an_error():
         choose({})
 
 
-def test_auto_times_every_backend_and_reports_its_choice_in_health(classifier):
-    app = create_app(classifier, backend="auto")
+def test_auto_is_the_default_times_every_backend_and_reports_its_choice_in_health(classifier):
+    app = create_app(classifier)  # no backend named: auto
     choice = backend_of(app).choice
     assert isinstance(choice, BackendChoice)
     assert set(choice.p50_ms) == {"torch", "onnx", "onnx-int8"} and choice.excluded == {}
@@ -67,8 +67,8 @@ def test_a_named_backend_reports_no_choice(classifier):
     assert health["backend"] == "onnx" and health["backend_choice"] is None
 
 
-def test_the_cli_says_which_backend_auto_chose_and_why(classifier):
-    command = "python -m course_lib serve image-api --port {port} --backend auto"
+def test_the_cli_chooses_by_default_and_says_which_backend_and_why(classifier):
+    command = "python -m course_lib serve image-api --port {port}"  # no --backend: auto
     with serve_script(command, env={MODEL_ENV: "digits"}, ready_path="/health", timeout=300) as server:
         health = requests.get(server.url + "/health", timeout=10).json()
         log = server.log()

@@ -83,7 +83,7 @@ def test_serve_flags_are_named_as_the_app_takes_them():
     settings = {"backend": "onnx-int8", "max_batch": 8, "max_wait_ms": 2.5, "max_queue": 32}
     assert {key: getattr(args, key) for key in image_api.ENVIRONMENT} == settings and args.workers == 2
     defaults = build_parser().parse_args(["serve", "image-api"])
-    assert (defaults.backend, defaults.max_batch, defaults.workers) == ("torch", 1, 1)  # as notebook 05's server
+    assert (defaults.backend, defaults.max_batch, defaults.workers) == ("auto", 1, 1)  # the fastest here, one process
 
 
 @pytest.mark.parametrize(

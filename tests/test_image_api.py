@@ -147,7 +147,7 @@ def test_health_answers_while_an_inference_is_still_running(classifier, route):
     """Blocking inference runs in the thread pool: the event loop keeps answering other requests meanwhile."""
     gated = GatedModel(classifier.model)
     gated.gate.set()  # create_app's warm-up call passes
-    app = create_app(dataclasses.replace(classifier, model=gated))
+    app = create_app(dataclasses.replace(classifier, model=gated), backend="torch")
     gated.gate.clear()
     gated.entered.clear()
     data = SAMPLES["digit_0.png"]
@@ -326,7 +326,7 @@ def test_serve_without_the_imagenet_weights_exits_with_advice_instead_of_downloa
 
 
 def test_standalone_server_from_the_command_line(classifier):
-    command = "python -m course_lib serve image-api --port {port} --model digits"
+    command = "python -m course_lib serve image-api --port {port} --model digits --backend torch"
     with serve_script(command, ready_path="/health", timeout=180) as server:
         health = requests.get(server.url + "/health", timeout=10).json()
         response = upload(server.url, "digit_0.png", SAMPLES["digit_0.png"])

@@ -81,7 +81,7 @@ class Watched:
 @pytest.fixture(scope="module")
 def plain_url(classifier):
     """The API without batching: the reference answers."""
-    with serve(create_app(classifier)) as server:
+    with serve(create_app(classifier, backend="torch")) as server:
         yield server.url
 
 
@@ -256,7 +256,7 @@ def refuses_connections(port: int) -> bool:
 
 
 def test_health_and_openapi_describe_the_batching(classifier, plain_url):
-    app = create_app(classifier, max_batch=4, max_wait_ms=2.5, max_queue=16)
+    app = create_app(classifier, backend="torch", max_batch=4, max_wait_ms=2.5, max_queue=16)
     with serve(app) as server:
         health = requests.get(server.url + "/health", timeout=10).json()
         document = requests.get(server.url + "/openapi.json", timeout=10).json()
@@ -278,11 +278,11 @@ def test_health_and_openapi_describe_the_batching(classifier, plain_url):
     unbatched = requests.get(plain_url + "/openapi.json", timeout=10).json()
     assert "503" not in unbatched["paths"]["/predict"]["post"]["responses"]
     assert requests.get(plain_url + "/health", timeout=10).json()["batching"] is None
-    assert batcher_of(create_app(classifier)) is None
+    assert batcher_of(create_app(classifier, backend="torch")) is None
 
 
 def test_each_server_run_of_one_app_gets_its_own_batcher(classifier):
-    app = create_app(classifier, max_batch=4)
+    app = create_app(classifier, backend="torch", max_batch=4)
     with serve(app) as first, serve(app) as second:  # two at once: the batcher lives in each run's lifespan state
         for server, digit in ((first, 0), (second, 1), (first, 2)):
             assert upload(server.url, "d.png", SAMPLES[f"digit_{digit}.png"]).json()["top_class"] == str(digit)
@@ -304,7 +304,7 @@ def test_each_server_run_of_one_app_gets_its_own_batcher(classifier):
 )
 def test_create_app_refuses_settings_the_batcher_cannot_work_with(classifier, settings, message):
     with pytest.raises(ValueError, match=message):
-        create_app(classifier, **settings)
+        create_app(classifier, backend="torch", **settings)
 
 
 def test_settings_travel_through_the_environment_for_worker_processes():

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def api_url(classifier):
     """The API around conftest's session digits classifier."""
-    with serve(create_app(classifier)) as server:
+    with serve(create_app(classifier, backend="torch")) as server:
         yield server.url
 
 

@@ -80,7 +80,10 @@ def api(request, forest, net, classifier) -> Iterator[Api]:
         app, api = iris_fastapi.create_app(net, model_version="v-test"), (iris_good, iris_bad, 422)
         model_name = "SimpleNN"
     else:
-        app, api = image_api.create_app(classifier, model_version="v-test"), (image_good, image_bad, 415)
+        app, api = (
+            image_api.create_app(classifier, backend="torch", model_version="v-test"),
+            (image_good, image_bad, 415),
+        )
         model_name = "digits"
     with serve(app) as server:
         yield Api(name, server.url, *api, model_name)
@@ -283,7 +286,7 @@ def plain_png(image: Image.Image) -> bytes:
 def test_image_api_exposes_input_drift_of_the_images_it_answered(classifier):
     train, held_out = digit_images()
     monitor = image_drift_monitor(train, window=60)
-    with serve(image_api.create_app(classifier, drift_monitor=monitor)) as server:
+    with serve(image_api.create_app(classifier, backend="torch", drift_monitor=monitor)) as server:
         sent = 0
 
         def send(images, encode) -> dict[str, Any]:

@@ -73,7 +73,10 @@ def predict_concurrently(url: str, n: int, clients: int) -> list[requests.Respon
 
 
 def test_image_api_on_ray_serve_answers_as_on_uvicorn_and_stops_clean_twice(classifier):
-    with serve(create_app(classifier)) as plain, serve(create_app(classifier, **BATCHED)) as batched:
+    with (
+        serve(create_app(classifier, backend="torch")) as plain,
+        serve(create_app(classifier, backend="torch", **BATCHED)) as batched,
+    ):
         expected, expected_batched = answers(plain.url), answers(batched.url)
     assert expected["upload a digit"][0] == 200 and expected["text file"][0] == 415, expected
     assert expected_batched["health"][1]["batching"]["max_batch"] == BATCHED["max_batch"], expected_batched

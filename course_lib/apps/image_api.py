@@ -161,7 +161,7 @@ class BatchingPolicy(Protocol):
 
 def create_app(
     classifier: Classifier | None = None,
-    backend: str | Backend = "torch",
+    backend: str | Backend = AUTO,
     max_batch: int = 1,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_queue: int = DEFAULT_MAX_QUEUE,
@@ -171,8 +171,9 @@ def create_app(
 ) -> FastAPI:
     """Build the API around a classifier (default: load_classifier()) and a backend (BACKENDS name, "auto", Backend).
 
-    backend="auto" times the backends this machine can run at start-up and serves the fastest (`auto_backend`);
-    GET /health's `backend_choice` says what it measured and why it chose.
+    backend="auto", the default, times the backends this machine can run at start-up (a few seconds, and the first
+    time an ONNX export and an int8 quantization) and serves the fastest (`auto_backend`); GET /health's
+    `backend_choice` says what it measured and why it chose. The notebooks name their backend.
 
     max_batch > 1 turns dynamic batching on: up to max_batch concurrent requests share one network call, the first
     of them waiting at most max_wait_ms for the others; at most max_queue wait, more are answered 503. The batching

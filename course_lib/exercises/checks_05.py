@@ -215,7 +215,7 @@ def check_p95_client(p95_with_clients: Callable[..., float], classifier: Classif
     from course_lib.apps.image_api import create_app
 
     n = 40
-    recorder = _Recorder(create_app(classifier))
+    recorder = _Recorder(create_app(classifier, backend="torch"))
     image = sample_images()["digit_0.png"]
     with serve(recorder) as server:
         p95 = p95_with_clients(server.url, image, clients=4, n=n)
