@@ -2,6 +2,7 @@
 and the notebook cannot drift apart), reject each likely wrong answer with its own Japanese message, and report
 unfinished ones. The wrong answers are the solution with one mistake each, written here as the solution's twins."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader
 
 from course_lib.exercises import checks_06
+from course_lib.vision import sample_images
 from course_lib.vision.digits import digits_resnet18, digits_tensors
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "06_making_the_image_api_fast.ipynb"
@@ -215,13 +217,24 @@ class ImageUser(HttpUser):
 """
 
 
+@pytest.fixture(scope="module")
+def light(tmp_path_factory) -> Callable[[str], str]:
+    """A locustfile's source with the photo read from a file instead of through course_lib.vision: locust's
+    process then starts without importing torch (about 7 s here, twice per check). For the cases about other things."""
+    photo = tmp_path_factory.mktemp("locust") / "digit_0.png"
+    photo.write_bytes(sample_images()["digit_0.png"])
+    heavy = 'from course_lib.vision import sample_images\n\nPHOTO = sample_images()["digit_0.png"]'
+    assert heavy in LOCUST_SOLUTION
+    return lambda source: source.replace(heavy, f"PHOTO = open({str(photo)!r}, 'rb').read()")
+
+
 def test_locust_solution_passes(classifier):
     checks_06.check_locust_user(lambda: LOCUST_SOLUTION, classifier)
 
 
-def test_a_locust_user_without_a_wait_time_passes_too(classifier):
+def test_a_locust_user_without_a_wait_time_passes_too(classifier, light):
     """locust's default wait_time is constant(0): the closed loop the exercise asks for."""
-    checks_06.check_locust_user(lambda: LOCUST_SOLUTION.replace("    wait_time = constant(0)\n", ""), classifier)
+    checks_06.check_locust_user(lambda: light(LOCUST_SOLUTION.replace("    wait_time = constant(0)\n", "")), classifier)
 
 
 def with_wait_time(wait_time: str) -> str:
@@ -241,9 +254,9 @@ def with_wait_time(wait_time: str) -> str:
     ],
     ids=["between-1-3", "between-short", "constant-1", "constant-throughput", "poisson"],
 )
-def test_locust_check_rejects_a_think_time(classifier, wait_time, message):
+def test_locust_check_rejects_a_think_time(classifier, light, wait_time, message):
     with pytest.raises(AssertionError, match=message):
-        checks_06.check_locust_user(lambda: with_wait_time(wait_time), classifier)
+        checks_06.check_locust_user(lambda: light(with_wait_time(wait_time)), classifier)
 
 
 @pytest.mark.parametrize(
@@ -259,6 +272,6 @@ def test_locust_check_rejects_a_think_time(classifier, wait_time, message):
     ],
     ids=["get", "wrong-path", "json-body", "wrong-field", "no-task", "syntax-error", "no-user"],
 )
-def test_locust_check_rejects_wrong_users(classifier, source, message):
+def test_locust_check_rejects_wrong_users(classifier, light, source, message):
     with pytest.raises(AssertionError, match=message):
-        checks_06.check_locust_user(lambda: source, classifier)
+        checks_06.check_locust_user(lambda: light(source), classifier)
