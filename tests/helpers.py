@@ -1,12 +1,18 @@
-"""Small helpers for the tests: resource counts for leak checks, the browser rule, a slowed eager model."""
+"""Small helpers for the tests: resource counts for leak checks, the browser rule, a slowed eager model, and the
+solutions notebooks' definitions run as a kernel runs them."""
 
 from __future__ import annotations
 
+import linecache
 import os
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import nbformat
 import pytest
 import torch
 
@@ -61,3 +67,32 @@ class SlowEager(torch.nn.Module):
         self.threads_seen.append(torch.get_num_threads())
         time.sleep(EAGER_EXTRA_S)
         return self.net(x)
+
+
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+
+
+def notebook_cells(*sources: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run sources as IPython runs a notebook's cells: each compiled under a file name that linecache holds (where
+    inspect.getsource finds a cell), in one namespace named __main__ whose In lists the cells run so far."""
+    namespace = {"__name__": "__main__", "In": [""]} if namespace is None else namespace
+    for source in sources:
+        filename = f"<notebook cell {uuid.uuid4().hex}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        namespace["In"].append(source)
+        # dont_inherit: the test module's `from __future__ import annotations` must not leak into the notebook
+        exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 - the course's own cells
+    return namespace
+
+
+def solution_namespace(number: str, names: Sequence[str]) -> dict[str, Any]:
+    """What solutions/<number>_*.ipynb defines: its code cells except the checks, run in the current directory up to
+    the one that defines the last of names (later cells time things no test needs)."""
+    (path,) = SOLUTIONS.glob(f"{number}_*.ipynb")
+    namespace: dict[str, Any] = {"__name__": "__main__", "In": [""]}
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and "check(" not in cell.source:
+            notebook_cells(cell.source, namespace=namespace)
+            if all(name in namespace for name in names):
+                return namespace
+    raise AssertionError(f"{path.name} does not define {', '.join(n for n in names if n not in namespace)}")

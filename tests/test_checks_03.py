@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Annotated, Any
 
-import nbformat
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
+from helpers import solution_namespace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -22,22 +21,13 @@ from course_lib.bench import http_latency
 from course_lib.exercises import checks_03
 from course_lib.servers import serve
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "03_fastapi_inference_api.ipynb"
 SOLUTION_NAMES = ("PlausibleIrisFeatures", "create_batch_app", "create_fixed_app", "health_p99_under_load")
 
 
 @pytest.fixture(scope="module")
 def solution() -> dict[str, Any]:
-    """The committed solutions' definitions: every code cell up to the last exercise, without checks or timings."""
-    namespace: dict[str, Any] = {}
-    for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
-        if cell.cell_type != "code" or "check(" in cell.source or cell.source.startswith("# NBVAL_IGNORE_OUTPUT"):
-            continue
-        # dont_inherit: this module's `from __future__ import annotations` must not leak into the notebook's code
-        exec(compile(cell.source, f"solutions/03 cell {cell.id}", "exec", dont_inherit=True), namespace)  # noqa: S102
-        if all(name in namespace for name in SOLUTION_NAMES):
-            return namespace
-    raise AssertionError(f"solutions/03 does not define {SOLUTION_NAMES}")
+    """The committed solutions' definitions."""
+    return solution_namespace("03", SOLUTION_NAMES)
 
 
 def not_implemented(*args, **kwargs):

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import nbformat
 import numpy as np
 import pytest
 import torch
+from helpers import solution_namespace
 
 from course_lib.data import iris_rows
 from course_lib.exercises import checks_04
@@ -32,19 +32,15 @@ from course_lib.serialization import (
     version_mismatches,
 )
 
-SOLUTIONS = Path(__file__).parents[1] / "solutions" / "04_model_serialization.ipynb"
+SOLUTION_NAMES = ("save_model", "load_model_checked", "export_with_parity", "measure_my_format")
 
 
 @pytest.fixture(scope="module")
 def solution(tmp_path_factory) -> dict[str, Any]:
-    """The functions the solutions notebook defines: its code cells except the check cells, run in a scratch folder."""
-    namespace: dict[str, Any] = {}
+    """The functions the solutions notebook defines, run in a scratch folder (its first cell creates artifacts/)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path_factory.mktemp("solutions_04"))  # its first cell creates artifacts/ in the working dir
-        for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
-            if cell.cell_type == "code" and "check(" not in cell.source:
-                exec(compile(cell.source, str(SOLUTIONS), "exec"), namespace)  # noqa: S102 - the course's own notebook
-    return namespace
+        patch.chdir(tmp_path_factory.mktemp("solutions_04"))
+        return solution_namespace("04", SOLUTION_NAMES)
 
 
 def not_implemented(*args, **kwargs):

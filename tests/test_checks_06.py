@@ -3,34 +3,26 @@ and the notebook cannot drift apart), reject each likely wrong answer with its o
 unfinished ones. The wrong answers are the solution with one mistake each, written here as the solution's twins."""
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import nbformat
 import numpy as np
 import onnxruntime
 import pytest
 import torch
+from helpers import solution_namespace
 from onnxruntime.quantization import CalibrationDataReader
 
 from course_lib.exercises import checks_06
 from course_lib.vision import sample_images
 from course_lib.vision.digits import digits_resnet18, digits_tensors
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "06_making_the_image_api_fast.ipynb"
 SOLUTION_NAMES = ("make_session", "DigitsCalibrationReader", "locustfile_source")
 
 
 @pytest.fixture(scope="module")
 def solution() -> dict[str, Any]:
-    """The solutions notebook's definitions: its code cells except the checks."""
-    namespace: dict[str, Any] = {}
-    for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
-        if cell.cell_type == "code" and "check(" not in cell.source:
-            code = compile(cell.source, f"solutions/06 cell {cell.id}", "exec", dont_inherit=True)
-            exec(code, namespace)  # noqa: S102 - the course's own notebook
-    assert all(name in namespace for name in SOLUTION_NAMES), f"solutions/06 does not define {SOLUTION_NAMES}"
-    return namespace
+    """The solutions notebook's definitions."""
+    return solution_namespace("06", SOLUTION_NAMES)
 
 
 def not_implemented(*args, **kwargs):

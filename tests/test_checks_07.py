@@ -6,36 +6,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 import requests
+from helpers import solution_namespace
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from course_lib.clients import retrying_session
 from course_lib.exercises import checks_07
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "07_scaling_out_with_ray_serve.ipynb"
 SOLUTION_NAMES = ("retrying_session", "serve_config", "autoscaling_for")
 
 
 @pytest.fixture(scope="module")
 def solution(tmp_path_factory) -> dict[str, Any]:
-    """The solutions notebook's definitions: its code cells except the checks, run in a scratch folder (one cell
-    writes artifacts/serve_config.yaml in the working directory)."""
-    namespace: dict[str, Any] = {}
+    """The solutions notebook's definitions, run in a scratch folder (one cell writes artifacts/serve_config.yaml)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path_factory.mktemp("solutions_07"))
-        for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
-            if cell.cell_type == "code" and "check(" not in cell.source:
-                # dont_inherit: this module's `from __future__ import annotations` must not leak into the notebook
-                code = compile(cell.source, f"solutions/07 cell {cell.id}", "exec", dont_inherit=True)
-                exec(code, namespace)  # noqa: S102 - the course's own notebook
-    assert all(name in namespace for name in SOLUTION_NAMES), f"solutions/07 does not define {SOLUTION_NAMES}"
-    return namespace
+        return solution_namespace("07", SOLUTION_NAMES)
 
 
 def not_implemented(*args, **kwargs):

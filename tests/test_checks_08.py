@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import linecache
 import math
 import random
 import sys
 import threading
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import nbformat
 import pytest
+from helpers import notebook_cells, solution_namespace
 from nbclient import NotebookClient
 from scipy.stats import ks_2samp
 
@@ -34,30 +32,13 @@ from course_lib.releases import BUCKETS, canary_bucket
 # with cloudpickle, and this module cannot be imported there, so they travel by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "08_monitoring_and_safe_releases.ipynb"
 SOLUTION_NAMES = ("quantile_from_buckets", "choose_version", "window_drifted")
-
-
-def notebook_cells(*sources: str) -> dict[str, Any]:
-    """Run sources as IPython runs a notebook's cells: each compiled under a file name that linecache holds (where
-    inspect.getsource finds a cell), in one namespace named __main__ whose In lists the cells run so far."""
-    namespace: dict[str, Any] = {"__name__": "__main__", "In": [""]}
-    for source in sources:
-        filename = f"<notebook cell {uuid.uuid4().hex}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-        namespace["In"].append(source)
-        # dont_inherit: this module's `from __future__ import annotations` must not leak into the notebook
-        exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 - the tests' own cells
-    return namespace
 
 
 @pytest.fixture(scope="module")
 def solution() -> dict[str, Any]:
-    """The solutions notebook's definitions: its code cells except the checks."""
-    cells = nbformat.read(SOLUTIONS, as_version=4).cells
-    namespace = notebook_cells(*(c.source for c in cells if c.cell_type == "code" and "check(" not in c.source))
-    assert all(name in namespace for name in SOLUTION_NAMES), f"solutions/08 does not define {SOLUTION_NAMES}"
-    return namespace
+    """The solutions notebook's definitions."""
+    return solution_namespace("08", SOLUTION_NAMES)
 
 
 def not_implemented(*args, **kwargs):
