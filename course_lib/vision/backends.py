@@ -102,13 +102,13 @@ class OnnxInt8Backend(OnnxBackend):
     ) -> None:
         from course_lib.vision import quantize
 
+        self.fp32 = fp32  # kept when given: its temporary folder holds the file fp32_path names
         if fp32 is None:
             super().__init__(classifier, path, **session_options)
             fp32_session = self.session
         else:
             if fp32.classifier is not classifier:
                 raise ValueError("fp32 must be an OnnxBackend of the same classifier")
-            self.fp32 = fp32  # kept: its temporary folder holds the file fp32_path names
             self.classifier, self.fp32_path, fp32_session = classifier, fp32.fp32_path, fp32.session
             self.threads, self.spinning = session_options.get("threads"), session_options.get("spinning", False)
         int8_file = int8_path or quantize.quantize_classifier(classifier, self.fp32_path, reduce_range)
