@@ -129,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from course_lib.apps import image_api
     from course_lib.vision import MODEL_ENV, WeightsUnavailableError, load_classifier
+    from course_lib.vision.quantize import has_vnni
 
     try:
         classifier = load_classifier(args.model, download=False, verbose=True)  # never a 100 MB download on start
@@ -143,6 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
         f"on http://{args.host}:{args.port}",
         flush=True,
     )
+    if args.backend == "onnx-int8" and (note := int8_note(has_vnni())):
+        print(note, flush=True)
     address = {"host": args.host, "port": args.port, "log_level": "info"}
     if args.workers == 1:
         app = image_api.create_app(classifier, **settings)
@@ -160,6 +163,17 @@ def _serve(args: argparse.Namespace) -> int:
     del classifier  # each worker loads its own
     uvicorn.run(image_api.FACTORY, factory=True, workers=args.workers, **address)
     return 0
+
+
+def int8_note(vnni: bool | None) -> str | None:
+    """What to tell someone who names int8 on a CPU not known to have VNNI, where int8 may not beat fp32."""
+    if vnni:
+        return None
+    cpu = "reports no VNNI" if vnni is False else "does not say whether it has VNNI"
+    return (
+        f"note: this CPU {cpu}; int8 is often no faster than fp32 on such CPUs (notebook 06 section 4). "
+        "Without --backend the server times the backends on this machine and picks the fastest (auto)."
+    )
 
 
 def _say_backend_choice(backend: object) -> None:

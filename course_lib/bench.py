@@ -251,17 +251,21 @@ def stats_table(results: dict[str, LatencyStats]) -> Any:
     return pd.DataFrame({label: stats.summary() for label, stats in results.items()}).T
 
 
-def plot_latency(results: dict[str, LatencyStats], title: str = "Latency") -> Any:
+def plot_latency(results: dict[str, LatencyStats], title: str = "レイテンシ") -> Any:
     """Histogram and CDF of several latency distributions side by side; returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
+
+    from course_lib.plotting import use_japanese_font
+
+    use_japanese_font()
 
     fig, (hist, cdf) = plt.subplots(1, 2, figsize=(11, 4))
     for label, stats in results.items():
         s = np.sort(stats.samples_ms)
         hist.hist(s, bins=30, alpha=0.6, label=label)
         cdf.plot(s, np.arange(1, len(s) + 1) / len(s), label=label)
-    hist.set(xlabel="latency (ms)", ylabel="requests", title=f"{title}: histogram")
-    cdf.set(xlabel="latency (ms)", ylabel="fraction ≤ x", title=f"{title}: CDF")
+    hist.set(xlabel="レイテンシ (ms)", ylabel="リクエスト数", title=f"{title}: ヒストグラム")
+    cdf.set(xlabel="レイテンシ (ms)", ylabel="x 以下の割合", title=f"{title}: 累積分布 (CDF)")
     for q in (0.5, 0.95, 0.99):
         cdf.axhline(q, color="grey", lw=0.5, ls="--")
     hist.legend()

@@ -183,6 +183,10 @@ def plot_patterns(table: pd.DataFrame) -> Any:
     """Two log-scale panels: the measured wait (p50 → p95) over the source's range, and predictions per second."""
     import matplotlib.pyplot as plt
 
+    from course_lib.plotting import use_japanese_font
+
+    use_japanese_font()
+
     fig, (wait_ax, rate_ax) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     names = list(table.index)
     values = []
@@ -196,22 +200,22 @@ def plot_patterns(table: pd.DataFrame) -> Any:
                 height=0.6,
                 color="tab:blue",
                 alpha=0.15,
-                label="textbook's order of magnitude" if y == 0 else None,
+                label="教科書の目安（桁）" if y == 0 else None,
             )
             values += [low, high]
         wait, p95 = table.loc[name, "wait_ms"], table.loc[name, "p95_ms"]
         if np.isfinite(p95):
             wait_ax.plot([wait, p95], [y, y], color="tab:red", lw=2)
             values.append(p95)
-        wait_ax.plot(wait, y, "o", color="tab:red", label="measured here (p50 → p95)" if y == 0 else None)
+        wait_ax.plot(wait, y, "o", color="tab:red", label="このマシンの測定（p50 → p95）" if y == 0 else None)
         wait_ax.annotate(format_ms(wait), (wait, y), textcoords="offset points", xytext=(4, 7), fontsize=9)
         values.append(wait)
     wait_ax.set_xscale("log")
     wait_ax.set_xlim(min(values) / 3, max(values) * 3)
-    wait_ax.set_yticks(range(len(names)), names)
+    wait_ax.set_yticks(range(len(names)), [PATTERN_LABELS.get(name, name) for name in names])
     wait_ax.invert_yaxis()
-    wait_ax.set_xlabel("time until the answer is available (ms, log scale)")
-    wait_ax.set_title("Wait per answer (batch: the whole job)")
+    wait_ax.set_xlabel("答えが出るまでの時間（ms、対数目盛）")
+    wait_ax.set_title("1 件の答えを待つ時間（バッチはジョブ全体）")
     wait_ax.legend(loc="lower right", fontsize=8)
     rates = table["predictions_per_s"].to_numpy(dtype=float)
     rate_ax.barh(range(len(names)), rates, color="tab:green", alpha=0.7)
@@ -221,8 +225,8 @@ def plot_patterns(table: pd.DataFrame) -> Any:
     rate_ax.set_xlim(rates.min() / 3, rates.max() * 30)
     rate_ax.set_yticks(range(len(names)), [""] * len(names))
     rate_ax.invert_yaxis()
-    rate_ax.set_xlabel("predictions per second (log scale)")
-    rate_ax.set_title("Throughput, one client")
+    rate_ax.set_xlabel("1 秒あたりの予測数（対数目盛）")
+    rate_ax.set_title("スループット（1 クライアント）")
     fig.tight_layout()
     return fig
 

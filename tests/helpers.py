@@ -1,13 +1,15 @@
 """Small helpers for the tests: resource counts for leak checks, the browser rule, a slowed eager model, and the
-solutions notebooks' definitions run as a kernel runs them."""
+solutions notebooks' definitions run as a kernel runs them, and a figure drawn with missing glyphs as errors."""
 
 from __future__ import annotations
 
+import io
 import linecache
 import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,3 +98,16 @@ def solution_namespace(number: str, names: Sequence[str]) -> dict[str, Any]:
             if all(name in namespace for name in names):
                 return namespace
     raise AssertionError(f"{path.name} does not define {', '.join(n for n in names if n not in namespace)}")
+
+
+MISSING_GLYPH = r"Glyph .* missing from font"
+
+
+def draw_strictly(fig: Any) -> None:
+    """Render a matplotlib figure as the inline backend does, a glyph missing from the font raised as an error."""
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=MISSING_GLYPH, category=UserWarning)
+        fig.savefig(io.BytesIO(), format="png")  # glyphs are looked up when text is drawn, not when it is set
+    plt.close(fig)

@@ -11,7 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.__main__ import ROOT
+from course_lib.__main__ import ROOT, int8_note
+from course_lib.vision.quantize import has_vnni
 
 
 def run(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -133,3 +134,11 @@ def test_serve_int8_with_batching_in_two_worker_processes(classifier):
     assert {r.json()["backend"] for r in answers} == {"onnx-int8"}
     assert len(workers) == 2, log
     assert "serving image-api (digits, onnx-int8, batches of up to 8, 2 worker processes)" in log
+    note = int8_note(has_vnni())  # said where int8 may not beat fp32 (no VNNI), and only there
+    assert (note in log) if note else ("note: this CPU" not in log), log
+
+
+def test_naming_int8_on_a_cpu_without_vnni_says_it_may_not_pay_off():
+    assert int8_note(True) is None  # VNNI: int8 is the fast path, nothing to say
+    assert "reports no VNNI" in int8_note(False) and "(auto)" in int8_note(False)
+    assert "does not say whether it has VNNI" in int8_note(None)  # macOS, Windows: no /proc/cpuinfo

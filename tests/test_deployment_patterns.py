@@ -20,6 +20,7 @@ import pytest
 from course_lib.bench import LatencyStats
 from course_lib.data import IRIS_CLASSES, IRIS_FEATURES
 from course_lib.deployment_patterns import (
+    PATTERN_LABELS,
     SOURCE_ORDERS,
     BatchResult,
     describe_latency,
@@ -30,6 +31,7 @@ from course_lib.deployment_patterns import (
     table_for_reading,
     write_batch_file,
 )
+from tests.helpers import draw_strictly
 
 CALL_S = 0.03
 
@@ -119,13 +121,14 @@ def test_plot_draws_every_pattern_within_its_axes(tmp_path, forest):
     table = pattern_table(batch, realtime, edge)
     fig = plot_patterns(table)
     wait_ax, rate_ax = fig.axes
-    assert [label.get_text() for label in wait_ax.get_yticklabels()] == list(table.index)
+    assert [label.get_text() for label in wait_ax.get_yticklabels()] == [PATTERN_LABELS[name] for name in table.index]
     low, high = wait_ax.get_xlim()
     assert low < min(table["wait_ms"]) and max(table["wait_ms"]) < high
     assert wait_ax.get_xscale() == rate_ax.get_xscale() == "log"
     low, high = rate_ax.get_xlim()
     assert low < min(table["predictions_per_s"]) and max(table["predictions_per_s"]) < high
     assert len(rate_ax.patches) == len(table)  # one throughput bar per pattern
+    draw_strictly(fig)  # its Japanese labels and format_ms's "µs" have every glyph
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from course_lib.vision.backends import OnnxBackend, OnnxInt8Backend, make_backen
 from course_lib.vision.digits import digits_resnet18, digits_tensors
 from course_lib.vision.quantize import (
     CALIBRATION_BATCH,
+    INT8_MEASURED_ELSEWHERE,
     MIN_TOP1_AGREEMENT,
     BatchReader,
     QuantizationParityError,
@@ -22,9 +23,11 @@ from course_lib.vision.quantize import (
     cached_int8_path,
     calibration_inputs,
     check_parity,
+    cpu_instructions,
     describe_vnni,
     has_vnni,
     int8_format,
+    int8_outlook,
     parity_inputs,
     quantize_classifier,
     quantize_onnx,
@@ -146,6 +149,29 @@ def test_vnni_flags_are_read_from_cpuinfo_and_unknown_without_it(tmp_path: Path)
     missing = tmp_path / "no-such-file"
     assert vnni_support(missing) is None and has_vnni(missing) is None
     assert "VNNI support unknown" in describe_vnni(missing)
+
+
+def test_int8_instructions_are_read_on_x86_and_arm_and_this_machine_leads_the_outlook(tmp_path: Path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert cpu_instructions(cpuinfo) == {
+        "AVX2": True,
+        "AVX-512": True,
+        "AVX-512 VNNI": True,
+        "AVX-VNNI": False,
+        "ARM dot product": False,
+    }
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd crc32 atomics asimddp\n")
+    assert [label for label, present in cpu_instructions(cpuinfo).items() if present] == ["ARM dot product"]
+    assert cpu_instructions(tmp_path / "no-such-file") is None
+    cpuinfo.write_text("flags\t\t: fpu sse avx2\n")
+    rows = int8_outlook(50.0, 40.0, cpuinfo)
+    assert rows[0]["cpu"].endswith(": AVX2)") and rows[0]["int8_speedup"] == pytest.approx(1.25)
+    assert [row["cpu"] for row in rows[1:]] == [row["cpu"] for row in INT8_MEASURED_ELSEWHERE]
+    assert rows[1]["int8_speedup"] > 2 and 1.0 < rows[2]["int8_speedup"] < 1.1  # VNNI's step; AVX2 alone: ~1.08×
+    assert rows[3]["int8_speedup"] < 0.8  # the S8S8 trap the recipe avoids (test above)
+    assert rows[-1]["int8_speedup"] is None  # never measured: no figure is made up
+    assert "unknown" in int8_outlook(50.0, 40.0, tmp_path / "no-such-file")[0]["cpu"]
 
 
 def test_int8_recipe_stays_u8s8_and_7_bit_where_int8_would_be_slower_than_fp32(int8_backend):
