@@ -37,7 +37,7 @@ __all__ = [
 # to learners): minutes–hours / tens of ms–seconds / milliseconds.
 SOURCE_ORDERS: dict[str, tuple[float, float, str]] = {
     "batch": (60_000.0, 3_600_000.0 * 3, "数分〜数時間（ジョブ全体）"),
-    "real-time": (10.0, 1_000.0, "数十ms〜数秒（1 リクエスト）"),
+    "real-time": (10.0, 3_000.0, "数十ms〜数秒（1 リクエスト）"),  # 数秒 drawn as 3 s, as 数時間 is 3 h
     "edge": (1.0, 10.0, "数ms（1 回の推論）"),
 }
 REFERENCE = "(reference) scikit-learn in process"

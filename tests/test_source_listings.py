@@ -56,7 +56,7 @@ QUOTED: dict[str, tuple[str, dict[str, str]]] = {
         "notebooks/05_image_classification_api.ipynb",
         {
             "model = resnet50(weights=weights)": (
-                "from course_lib.vision import benchmark_resnet50 # このコースの変更（下の表）\n"
+                "from course_lib.vision import benchmark_resnet50 # このコースの変更（上の表）\n"
                 "model = benchmark_resnet50().model"
             ),
         },
