@@ -16,8 +16,10 @@ one place in front of them all: a gateway's or service mesh's weighted routing, 
 that holds handles to the stable and candidate deployments and splits by the same rule (Serve 2 has no declarative
 percentage split).
 
-`PromotionGate` turns a shadow report (and, for a retrained model, accuracy on fresh labelled rows) into an
-automatic promote/reject decision with its reasons.
+`PromotionGate` turns a shadow report (and, for a retrained model, which fresh labelled rows each version got
+right) into an automatic promote/reject decision with its reasons. A retrained model's gain is judged on the same
+rows for both versions with McNemar's exact test (`mcnemar`): only the rows where the two disagree carry evidence,
+and on a few dozen rows a gain of one or two rows is what chance gives.
 
 What the shadow costs the client: putting the rows on a queue, plus sharing the CPU (and Python's GIL) with the
 candidate. A candidate that is a scikit-learn model also takes `predict_iris`'s lock while it predicts, so a stable
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from course_lib.models import IrisPredictions, predict_iris
 
@@ -292,6 +295,33 @@ class ReleaseRouter:
 
 
 @dataclass(frozen=True)
+class McNemar:
+    """McNemar's exact test on the same labelled rows: is the candidate right more often than chance would give?"""
+
+    rows: int
+    candidate_only: int  # rows the candidate got right and the stable version wrong
+    stable_only: int  # and the other way round
+    p_value: float  # one-sided: P(at least candidate_only of the disagreements | both equally good)
+
+    @property
+    def gain(self) -> float:
+        """Candidate accuracy − stable accuracy on these rows."""
+        return (self.candidate_only - self.stable_only) / self.rows
+
+
+def mcnemar(candidate_correct: Any, stable_correct: Any) -> McNemar:
+    """Compare two versions' per-row correctness on the same labelled rows (exact binomial test on disagreements)."""
+    candidate, stable = np.asarray(candidate_correct, dtype=bool), np.asarray(stable_correct, dtype=bool)
+    if candidate.shape != stable.shape or candidate.ndim != 1 or candidate.size == 0:
+        raise ValueError(
+            f"need one correctness flag per row for both versions, got {candidate.shape} and {stable.shape}"
+        )
+    wins, losses = int(np.sum(candidate & ~stable)), int(np.sum(stable & ~candidate))
+    p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    return McNemar(candidate.size, wins, losses, float(p))
+
+
+@dataclass(frozen=True)
 class GateDecision:
     """The gate's verdict and, for every threshold, whether it held and what was measured."""
 
@@ -313,14 +343,10 @@ class PromotionGate:
     min_agreement: float | None = 0.99  # for a candidate meant to answer the same (another runtime, int8)
     max_probability_diff: float | None = None
     min_accuracy_gain: float | None = None  # candidate − stable accuracy on fresh labelled rows (a retrained model)
+    max_p_value: float | None = None  # McNemar's p on those rows: the gain must be more than chance (with the gain)
 
-    def decide(
-        self,
-        report: ShadowReport,
-        candidate_accuracy: float | None = None,
-        stable_accuracy: float | None = None,
-    ) -> GateDecision:
-        """Check every threshold; promote only when all hold."""
+    def decide(self, report: ShadowReport, labelled: McNemar | None = None) -> GateDecision:
+        """Check every threshold; promote only when all hold. `labelled`: `mcnemar(...)` on fresh labelled rows."""
         checks: list[tuple[bool, str]] = [
             (report.compared >= self.min_compared, f"compared {report.compared} ≥ {self.min_compared}"),
             (report.error_rate <= self.max_error_rate, f"error rate {report.error_rate:.3f} ≤ {self.max_error_rate}"),
@@ -343,17 +369,24 @@ class PromotionGate:
                     f"max probability diff {report.max_probability_diff:.3f} ≤ {self.max_probability_diff}",
                 )
             )
-        if self.min_accuracy_gain is not None:
-            if candidate_accuracy is None or stable_accuracy is None:
+        if self.min_accuracy_gain is not None or self.max_p_value is not None:
+            if labelled is None:
                 checks.append((False, "accuracy gain: no labelled evaluation given"))
-            else:
-                gain = candidate_accuracy - stable_accuracy
-                checks.append(
-                    (
-                        gain >= self.min_accuracy_gain,
-                        f"accuracy {candidate_accuracy:.3f} vs {stable_accuracy:.3f}: gain {gain:+.3f} "
-                        f"≥ {self.min_accuracy_gain:+}",
-                    )
+        if labelled is not None and self.min_accuracy_gain is not None:
+            checks.append(
+                (
+                    labelled.gain >= self.min_accuracy_gain,
+                    f"accuracy gain {labelled.gain:+.3f} on {labelled.rows} labelled rows ≥ {self.min_accuracy_gain:+}",
                 )
+            )
+        if labelled is not None and self.max_p_value is not None:
+            checks.append(
+                (
+                    labelled.p_value <= self.max_p_value,
+                    f"McNemar p {labelled.p_value:.3f} ≤ {self.max_p_value} "
+                    f"({labelled.candidate_only} rows only the candidate got right, "
+                    f"{labelled.stable_only} only stable)",
+                )
+            )
         reasons = tuple(("ok    " if ok else "FAIL  ") + text for ok, text in checks)
         return GateDecision(all(ok for ok, _ in checks), reasons)

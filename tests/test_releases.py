@@ -15,7 +15,7 @@ from course_lib.apps.iris_fastapi import TorchIrisClassifier
 from course_lib.data import iris_rows
 from course_lib.models import predict_iris, train_simple_nn
 from course_lib.monitoring import capture_request_log, parse_metrics, sample_value
-from course_lib.releases import BUCKETS, ModelVersion, PromotionGate, ShadowReport, canary_bucket
+from course_lib.releases import BUCKETS, ModelVersion, PromotionGate, ShadowReport, canary_bucket, mcnemar
 from course_lib.servers import serve
 
 ROWS = iris_rows(120, seed=3)
@@ -197,13 +197,45 @@ def test_gate_rejects_each_threshold_with_its_reason(changes, failing):
     assert any(reason.startswith("FAIL") and failing in reason for reason in decision.reasons), decision
 
 
+def correctness(rows: int, candidate_only: int, stable_only: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row correctness of two versions on `rows` labelled rows with the given disagreements (others both right)."""
+    candidate, stable = np.ones(rows, dtype=bool), np.ones(rows, dtype=bool)
+    stable[:candidate_only] = False
+    candidate[candidate_only : candidate_only + stable_only] = False
+    return candidate, stable
+
+
 def test_gate_for_a_retrained_model_needs_a_labelled_evaluation():
-    gate = PromotionGate(min_agreement=None, min_accuracy_gain=0.0)
+    gate = PromotionGate(min_agreement=None, min_accuracy_gain=0.05, max_p_value=0.05)
     low_agreement = report(agreement=0.7)  # a retrained model is meant to answer differently on drifted input
     assert not gate.decide(low_agreement).promote  # no labels: no verdict
-    assert gate.decide(low_agreement, candidate_accuracy=0.95, stable_accuracy=0.80).promote
-    assert not gate.decide(low_agreement, candidate_accuracy=0.79, stable_accuracy=0.80).promote
+    assert gate.decide(low_agreement, mcnemar(*correctness(30, 5, 0))).promote  # p = 0.5 ** 5 = 0.031
+    worse = gate.decide(low_agreement, mcnemar(*correctness(30, 0, 3)))
+    assert not worse.promote and any(r.startswith("FAIL  accuracy gain -0.100") for r in worse.reasons), worse
     assert not PromotionGate(max_probability_diff=0.01).decide(report()).promote
+
+
+def test_a_gain_of_two_rows_in_thirty_is_chance_for_mcnemar():
+    """+0.067 clears a 0.05 gain threshold, but 2 wins and 0 losses is what two coin flips give a quarter of the time;
+    the same gain on 300 rows (20 wins, 0 losses) is far from chance."""
+    gate = PromotionGate(min_agreement=None, min_accuracy_gain=0.05, max_p_value=0.05)
+    small = mcnemar(*correctness(30, 2, 0))
+    assert small.gain == pytest.approx(2 / 30) and small.p_value == pytest.approx(0.25)
+    decision = gate.decide(report(agreement=0.9), small)
+    assert not decision.promote and [r for r in decision.reasons if r.startswith("FAIL")] == [
+        "FAIL  McNemar p 0.250 ≤ 0.05 (2 rows only the candidate got right, 0 only stable)"
+    ]
+    large = mcnemar(*correctness(300, 20, 0))
+    assert large.p_value < 1e-5 and gate.decide(report(agreement=0.9), large).promote
+
+
+def test_mcnemar_counts_only_the_rows_where_the_versions_disagree():
+    assert mcnemar(*correctness(1000, 0, 0)).p_value == 1.0  # identical answers: no evidence either way
+    both_wrong = correctness(40, 6, 1)
+    both_wrong[0][-5:] = both_wrong[1][-5:] = False  # rows both get wrong change the accuracies, not the test
+    assert mcnemar(*both_wrong).p_value == mcnemar(*correctness(40, 6, 1)).p_value == pytest.approx(8 / 128)
+    with pytest.raises(ValueError, match="one correctness flag per row"):
+        mcnemar([True, False], [True])
 
 
 def test_each_release_picks_another_share_of_clients(net, candidate_net):
