@@ -43,5 +43,11 @@ SOURCE_FIGURES: dict[str, list[str]] = {
         "4 秒",  # design constant: the two load phases of section 1 (client_load's phases)
         "0.6 倍",  # design constant: how much darker section 3's shifted image stream is
         "0.05 ×",  # design constant: exercise 3's harmless shift (0.05 σ) that the KS test alone would flag
+        # design constants of course_lib/prometheus/alerts.yml (SLO targets, burn-rate factors) and the 発展 cell's
+        # SLO_SECONDS; "2 %" is arithmetic on them: 14.4 × 1 h ÷ 720 h = 2 % of a 30-day budget
+        "99.9 %",
+        "2 %",
+        "6 倍",
+        "20 ms",
     ],
 }

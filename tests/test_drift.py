@@ -316,3 +316,10 @@ def test_the_image_monitor_slides_over_images_and_bytes(digit_split):
     watch.add(image_statistics_rows(held_out[IMAGE_WINDOW:]))  # unshifted images push the darker ones out
     assert watch.drifted() == []
     assert image_drift_monitor(digit_split[0][:10]).window == 200
+
+
+def test_a_slight_blur_goes_unnoticed_by_the_statistics(digit_split, digit_reference):
+    """Notebook 08 says so: a blur of radius 0.5 pixel moves no statistic far enough in a window of 100 digits, so
+    subtler changes need the model's embeddings or its confidence."""
+    slight = [image.filter(ImageFilter.GaussianBlur(radius=0.5)) for image in held_out_window(digit_split[1], seed=2)]
+    assert digit_monitor(digit_reference, image_statistics_rows(slight)).drifted() == []
