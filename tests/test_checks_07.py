@@ -193,7 +193,8 @@ def application(**options: Any) -> Callable[..., None]:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (http(host="0.0.0.0"), "127.0.0.1"),
+        (http(host="127.0.0.1"), "127.0.0.1 では、そのノードの中からしか届きません"),
+        (http(host="example.org"), 'host は "0.0.0.0"'),
         (http(port=str), "port は整数"),
         (http(port=8000), "port は引数の port"),
         (replicas(lambda cpus, per_replica: round(cpus / per_replica)), "載らず"),
@@ -212,7 +213,8 @@ def application(**options: Any) -> Callable[..., None]:
         (application(route_prefix="/api"), "route_prefix"),
     ],
     ids=[
-        "host-0.0.0.0",
+        "host-loopback",
+        "host-other",
         "port-string",
         "port-8000",
         "round",

@@ -306,12 +306,18 @@ def _validate_with_ray(config: dict[str, Any]) -> None:
 
 
 def _check_http_options(config: dict[str, Any], port: int) -> None:
-    """The proxy listens on this machine only, at the asked port, given as a number."""
+    """Each node's proxy listens on every address (the load balancer in front reaches it), at the asked port."""
     http = config.get("http_options")
-    assert isinstance(http, dict), 'http_options を辞書で書いてください: {"host": "127.0.0.1", "port": port}'
-    assert http.get("host") == "127.0.0.1", (
-        f'host は "127.0.0.1" にしてください（{http.get("host")!r} でした）。0.0.0.0 はすべてのネットワークからの'
-        "接続を受けます。外に出すのは、前に認証やロードバランサーを置いてからです"
+    assert isinstance(http, dict), 'http_options を辞書で書いてください: {"host": "0.0.0.0", "port": port}'
+    assert http.get("host") == "0.0.0.0", (
+        f'host は "0.0.0.0" にしてください（{http.get("host")!r} でした）。'
+        + (
+            "127.0.0.1 では、そのノードの中からしか届きません。"
+            if http.get("host") in ("127.0.0.1", "localhost")
+            else ""
+        )
+        + "クラスターの各ノードのプロキシは、前に置いたロードバランサーから受けます。"
+        "そのポートは、ファイアウォールでロードバランサーにだけ開けます"
     )
     got = http.get("port")
     assert isinstance(got, int) and not isinstance(got, bool), (
