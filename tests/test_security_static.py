@@ -199,13 +199,16 @@ def unsafe_load_findings(source: str, filename: str = "<source>") -> list[str]:
 
 
 def debugger_findings(source: str, filename: str = "<source>") -> list[str]:
-    """debug=True, use_debugger/use_reloader, or a 0.0.0.0 default anywhere in the code."""
+    """debug=True, use_debugger/use_reloader, or the address 0.0.0.0 anywhere in the code but as the operand of a
+    comparison (a check that a learner's cluster config asks for it, exercise 07, binds nothing)."""
+    tree = ast.parse(source)
+    compared = {id(operand) for node in ast.walk(tree) if isinstance(node, ast.Compare) for operand in node.comparators}
     findings = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg in {"debug", "use_debugger", "use_reloader", "use_evalex"}:
             if isinstance(node.value, ast.Constant) and node.value.value is True:
                 findings.append(f"{filename}:{node.value.lineno}: {node.arg}=True")
-        if isinstance(node, ast.Constant) and node.value == "0.0.0.0":
+        if isinstance(node, ast.Constant) and node.value == "0.0.0.0" and id(node) not in compared:
             findings.append(f"{filename}:{node.lineno}: the address 0.0.0.0 in code")
     return findings
 
@@ -376,6 +379,10 @@ def test_the_debugger_scan_catches_what_it_looks_for():
         "use_reloader=True",
     ]
     assert debugger_findings(good) == []
+    # comparing a value with the address binds nothing; binding, defaulting or returning it is found
+    assert debugger_findings('def check(config):\n    assert config["host"] == "0.0.0.0"\n') == []
+    for code in ('def serve(host="0.0.0.0"):\n    pass\n', 'HOST = "0.0.0.0"\n', 'config = {"host": "0.0.0.0"}\n'):
+        assert [f.split(": ", 1)[1] for f in debugger_findings(code)] == ["the address 0.0.0.0 in code"], code
 
 
 def test_servers_bind_loopback_unless_told_otherwise():
