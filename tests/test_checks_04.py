@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import pickle
 import re
 import shutil
@@ -89,6 +90,18 @@ def largest(diffs: list[np.ndarray]) -> float:
     return max(float(np.abs(d).max()) for d in diffs)
 
 
+def other_rows(model, path: Path) -> np.ndarray:
+    """50 rows of another seed whose largest |difference| is not the exercise rows' on this CPU, seed 0 first (the
+    likely slip, iris_rows(50)). On some CPUs seed 0's rows give exactly the same largest difference (an AVX-512
+    AMD: 2.09e-07 for seeds 0 and 4): that slip then reports the right number, and no check could tell it apart."""
+    exercise = largest(differences(model, path))
+    for seed in (0, *range(5, 40)):
+        rows = iris_rows(50, seed=seed)
+        if not math.isclose(largest(differences(model, path, rows)), exercise, rel_tol=1e-6, abs_tol=1e-12):
+            return rows
+    raise AssertionError("every seed gives the exercise rows' largest difference: the mistake cannot be shown")
+
+
 def answer_with(onnx_files: dict[str, Path], report, kind: str = "dynamic", file_name: str | None = None):
     """An exercise-1 answer: exports the model it is given (kind "fixed batch": without a dynamic batch axis; "other
     model": the file of a differently seeded network instead) to path or beside it, returns report(model, path)."""
@@ -131,7 +144,7 @@ def test_the_true_onnx_difference_is_not_zero(onnx_files):
 ONNX_MISTAKES = {
     "hard-coded parity": (dict(report=lambda m, p: {"max_abs_diff": 0.0, "labels_equal": True}), "合いません"),
     "rows without seed=4": (
-        dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p, iris_rows(50))), "labels_equal": True}),
+        dict(report=lambda m, p: {"max_abs_diff": largest(differences(m, p, other_rows(m, p))), "labels_equal": True}),
         "合いません",
     ),
     "signed difference": (
